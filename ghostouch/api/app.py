@@ -1,0 +1,41 @@
+"""The FastAPI application. TensorFlow is never imported in this process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ghostouch.api import files, health, models, training
+from ghostouch.api.state import ApiState
+from ghostouch.config import Settings, get_settings
+from ghostouch.jobs.celery_app import make_celery
+from ghostouch.registry.db import migrate
+from ghostouch.storage import build_store
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db_url = settings.resolved_database_url
+        migrate(db_url)
+        store = build_store(settings.storage_settings())
+        app.state.ghostouch = ApiState(settings, db_url, store, make_celery(settings))
+        try:
+            yield
+        finally:
+            store.close()
+
+    app = FastAPI(
+        title="Ghostouch",
+        version="0.2.0",
+        description="Personalized hand-gesture models for the Ghostouch apps. The legacy endpoints "
+        "`POST /train` and `GET /status/{task_id}` follow the mobile client contract exactly.",
+        lifespan=lifespan,
+    )
+    for module in (training, models, files, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,86 @@
+"""Read access to the registry: model versions, their label maps, gestures and jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from ghostouch.api.errors import not_found
+from ghostouch.api.state import ApiState, current_owner, get_state
+from ghostouch.publishing import artifact_urls
+from ghostouch.registry import repo
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+def visible_model(state: ApiState, code: str, owner: str) -> repo.ModelInfo:
+    model = repo.get_model(state.db_url, code)
+    if model is None or not model.usable_by(owner):
+        raise not_found(f"no model with code {code!r}")
+    return model
+
+
+def describe(state: ApiState, model: repo.ModelInfo) -> dict[str, Any]:
+    return {
+        "model_code": model.code,
+        "parent_code": model.parent_code,
+        "lineage": repo.lineage(state.db_url, model.code),
+        "kind": model.kind,
+        "description": model.description,
+        "created_at": model.created_at,
+        "labels": [{"name": g.name, "index": g.output_index, "frames": g.n_frames} for g in model.gestures],
+        "label_map": model.label_map(),
+        "metrics": model.metrics,
+        "artifacts": {
+            name: {"sha256": a["sha256"], "bytes": a["bytes"]} for name, a in model.artifacts.items()
+        },
+        **artifact_urls(state.store, model.artifacts),
+    }
+
+
+@router.get("")
+def list_models(
+    state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
+) -> dict[str, Any]:
+    """The caller's model versions, oldest first, and the shared base models."""
+    mine = repo.list_models(state.db_url, owner)
+    bases = repo.list_models(state.db_url, repo.SYSTEM_OWNER)
+    row = lambda m: {"model_code": m.code, "parent_code": m.parent_code, "kind": m.kind,  # noqa: E731
+                     "labels": m.labels, "created_at": m.created_at}
+    return {"models": [row(m) for m in mine], "bases": [row(m) for m in bases]}
+
+
+@router.get("/{code}")
+def get_model(
+    code: str, state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
+) -> dict[str, Any]:
+    """Labels with output indices, parent and lineage, metrics and download URLs."""
+    return describe(state, visible_model(state, code, owner))
+
+
+@router.get("/{code}/labels")
+def get_labels(
+    code: str, state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
+) -> dict[str, int]:
+    """The label map in the apps' format: `{"paper": 0, "rock": 1, ...}`."""
+    return visible_model(state, code, owner).label_map()
+
+
+@router.get("/{code}/gestures")
+def get_gestures(
+    code: str, state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
+) -> list[dict[str, Any]]:
+    """The model's gestures with their output index and number of training frames."""
+    model = visible_model(state, code, owner)
+    return [{"name": g.name, "index": g.output_index, "frames": g.n_frames} for g in model.gestures]
+
+
+@router.get("/{code}/jobs")
+def get_jobs(
+    code: str, state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
+) -> list[dict[str, Any]]:
+    """Training jobs started from this model, oldest first."""
+    visible_model(state, code, owner)
+    keep = ("task_id", "gesture", "status", "current_step", "error_info", "child_code", "created_at")
+    return [{k: j[k] for k in keep} for j in repo.jobs_of_model(state.db_url, code) if j["owner"] == owner]

@@ -1,0 +1,183 @@
+"""The legacy app endpoints: `POST /train` and `GET /status/{task_id}` (see CLIENT_CONTRACT.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import unicodedata
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from ghostouch.api.errors import bad_request, not_found
+from ghostouch.api.state import ApiState, current_owner, get_state
+from ghostouch.config import MAX_BODY_BYTES, MAX_FRAMES, MAX_GESTURE_CHARS, MIN_FRAMES
+from ghostouch.engine.frames import FrameError, check_frames
+from ghostouch.jobs.celery_app import enqueue_training
+from ghostouch.publishing import artifact_urls
+from ghostouch.registry import repo
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["training (app contract)"])
+
+
+class TrainRequest(BaseModel):
+    model_code: str = Field(description="Code of the model the app runs now (a fresh install: base_v1)")
+    gesture: str = Field(description="The user's name for the gesture, 1-64 characters, any script")
+    landmarks: list[Any] = Field(
+        description=f"{MIN_FRAMES}-{MAX_FRAMES} frames of 64 numbers: 21 world landmarks (x, y, z in "
+        "metres) then handedness (0.0 left, 1.0 right)"
+    )
+    allow_duplicate: bool = Field(
+        default=False, description="Train even if the gesture duplicates an existing one"
+    )
+
+
+class TrainAccepted(BaseModel):
+    task_id: str
+    status: str
+    status_url: str
+
+
+class Progress(BaseModel):
+    current_step: str
+
+
+class StatusResponse(BaseModel):
+    task_id: str
+    status: str = Field(description="PENDING, PROGRESS, SUCCESS, FAILURE or DUPLICATE")
+    progress: Progress
+    result: dict[str, Any] | None = None
+    error_info: str | None = None
+    error_detail: dict[str, Any] | None = None
+
+
+def clean_gesture_name(raw: str) -> str:
+    name = unicodedata.normalize("NFC", raw).strip()
+    if not name:
+        raise bad_request("gesture: the name is empty")
+    if len(name) > MAX_GESTURE_CHARS:
+        raise bad_request(f"gesture: {len(name)} characters, at most {MAX_GESTURE_CHARS} allowed")
+    for ch in name:
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            raise bad_request(f"gesture: control character U+{ord(ch):04X} is not allowed in a name")
+    return name
+
+
+async def read_json_body(request: Request) -> Any:
+    """The request body as JSON, refusing bodies over MAX_BODY_BYTES before reading them whole."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HTTPException(413, f"request body of {declared} bytes exceeds {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise HTTPException(413, f"request body exceeds {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"body is not valid JSON: {exc}") from None
+
+
+@router.post(
+    "/train",
+    status_code=202,
+    response_model=TrainAccepted,
+    openapi_extra={"requestBody": {"content": {"application/json": {"schema": TrainRequest.model_json_schema()}}, "required": True}},
+    responses={404: {"description": "unknown model_code"}, 413: {"description": "body too large"},
+               422: {"description": "invalid frames or gesture name"}},
+)
+async def train(
+    request: Request,
+    state: Annotated[ApiState, Depends(get_state)],
+    owner: Annotated[str, Depends(current_owner)],
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JSONResponse:
+    """Queue the training of a child model: the parent's gestures plus this one."""
+    body = await read_json_body(request)
+    try:
+        req = TrainRequest.model_validate(body)
+    except Exception as exc:
+        raise bad_request(f"body must be {{model_code, gesture, landmarks}}: {exc}") from None
+    if idempotency_key:
+        previous = repo.find_job_by_key(state.db_url, owner, idempotency_key)
+        if previous is not None:
+            return _accepted(request, previous["task_id"], previous["status"])
+    gesture = clean_gesture_name(req.gesture)
+    try:
+        frames = check_frames(req.landmarks, MIN_FRAMES, MAX_FRAMES)
+    except FrameError as exc:
+        raise bad_request(str(exc)) from None
+    parent = repo.get_model(state.db_url, req.model_code)
+    if parent is None or not parent.usable_by(owner):
+        raise not_found(f"model_code {req.model_code!r} does not name a model; a fresh install uses 'base_v1'")
+    sample_ref = repo.store_sample_set(state.db_url, state.store, frames)
+    job, created = repo.create_job(
+        state.db_url, owner=owner, parent_code=parent.code, gesture=gesture, sample_ref=sample_ref,
+        options={"allow_duplicate": req.allow_duplicate}, idempotency_key=idempotency_key,
+    )
+    if created:
+        try:
+            enqueue_training(state.celery, job["task_id"])
+        except Exception as exc:
+            log.exception("could not queue job %s", job["task_id"])
+            repo.set_job(state.db_url, job["task_id"], status="FAILURE", current_step="failed",
+                         error_info="the training queue is unavailable; please retry later")
+            raise HTTPException(503, f"the training queue is unavailable ({type(exc).__name__})") from None
+    return _accepted(request, job["task_id"], job["status"])
+
+
+def _accepted(request: Request, task_id: str, status: str) -> JSONResponse:
+    body = {"task_id": task_id, "status": status, "status_url": str(request.url_for("status", task_id=task_id))}
+    return JSONResponse(body, status_code=202)
+
+
+@router.get("/status/{task_id}", name="status", response_model=StatusResponse,
+            responses={404: {"description": "unknown task id"}})
+def status(
+    task_id: str,
+    state: Annotated[ApiState, Depends(get_state)],
+    owner: Annotated[str, Depends(current_owner)],
+) -> StatusResponse:
+    """The job's state; on SUCCESS `result` holds a fresh `tflite_url` and the new `model_code`."""
+    job = repo.get_job(state.db_url, task_id) if len(task_id) <= 64 else None
+    if job is None or job["owner"] != owner:
+        raise not_found(f"no training job with task_id {task_id!r}")
+    result = None
+    if job["status"] == "SUCCESS" and job["child_code"]:
+        result = success_result(state, job)
+    return StatusResponse(
+        task_id=task_id,
+        status=job["status"],
+        progress=Progress(current_step=job["current_step"]),
+        result=result,
+        error_info=job["error_info"],
+        error_detail=job["error_detail"],
+    )
+
+
+def success_result(state: ApiState, job: dict[str, Any]) -> dict[str, Any]:
+    model = repo.get_model(state.db_url, job["child_code"])
+    if model is None:  # pragma: no cover - published atomically with the job's SUCCESS
+        raise HTTPException(500, "the trained model is missing from the registry")
+    urls = artifact_urls(state.store, model.artifacts)
+    metrics = model.metrics
+    return {
+        "tflite_url": urls["tflite_url"],
+        "model_code": model.code,
+        "label_map": model.label_map(),
+        "labels_url": urls["labels_url"],
+        "tflite_float_url": urls["tflite_float_url"],
+        "report_url": urls["report_url"],
+        "refined": bool(job["result"] and job["result"].get("refined")),
+        "metrics": {
+            "uint8_agreement": metrics.get("uint8_agreement"),
+            "holdout_per_class_accuracy": metrics.get("holdout_per_class_accuracy"),
+            "holdout_confusion": metrics.get("holdout_confusion"),
+        },
+    }

@@ -1,0 +1,113 @@
+"""Base models: `base_v1` from the synthetic hand generator, or imported from a CSV.
+
+Runs in processes that may load TensorFlow (the worker, the CLI), never in the API.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ghostouch.config import Settings
+from ghostouch.engine.frames import FRAME_SIZE, FrameError, frame_problem
+from ghostouch.engine.trainer import EngineConfig, GestureFrames, train_gesture_model
+from ghostouch.jobs.training import context_for
+from ghostouch.publishing import publish_model
+from ghostouch.registry import repo
+
+log = logging.getLogger(__name__)
+
+BASE_CODE = "base_v1"
+# The label order the shipped apps hard-code for base_v1.
+BASE_V1_LABELS = ("paper", "rock", "scissors")
+SYNTHETIC_FRAMES_PER_GESTURE = 300
+
+
+def read_csv(path: Path) -> dict[str, np.ndarray]:
+    """Frames per label from a CSV in the apps' format: header `label,0..63`, one frame a row."""
+    per_label: dict[str, list[list[float]]] = {}
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or len(header) != FRAME_SIZE + 1 or header[0].strip() != "label":
+            raise FrameError(f"{path}: expected a header 'label,0,...,63' ({FRAME_SIZE + 1} columns)")
+        for line_no, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                values = [float(v) for v in row[1:]]
+            except ValueError as exc:
+                raise FrameError(f"{path}, line {line_no}: {exc}") from None
+            problem = frame_problem(line_no, values)
+            if problem:
+                raise FrameError(f"{path}, line {line_no}: {problem.split(': ', 1)[-1]}")
+            per_label.setdefault(row[0].strip(), []).append(values)
+    if len(per_label) < 2:
+        raise FrameError(f"{path}: a base model needs at least two labels, found {sorted(per_label)}")
+    return {k: np.asarray(v, dtype=np.float32) for k, v in per_label.items()}
+
+
+def order_labels(found: Sequence[str], code: str, explicit: Sequence[str] | None) -> list[str]:
+    if explicit:
+        missing = set(explicit) ^ set(found)
+        if missing:
+            raise ValueError(f"--labels must list exactly the CSV's labels; differing: {sorted(missing)}")
+        return list(explicit)
+    if code == BASE_CODE:
+        if set(found) != set(BASE_V1_LABELS):
+            raise ValueError(f"{BASE_CODE} must have exactly the labels {', '.join(BASE_V1_LABELS)}")
+        return list(BASE_V1_LABELS)
+    return sorted(found)
+
+
+def create_base(
+    settings: Settings, code: str, data: dict[str, np.ndarray], labels: list[str], description: str
+) -> repo.ModelInfo:
+    """Train and publish a base model (replacing an existing base of the same code)."""
+    if not repo.is_valid_code(code):
+        raise ValueError(f"model code {code!r}: use 1-64 letters, digits, '_' or '-'")
+    ctx = context_for(settings)
+    existing = repo.get_model(ctx.db_url, code)
+    if existing is not None and existing.kind != "base":
+        raise ValueError(f"{code} is a trained model, not a base; choose another code")
+    trained = train_gesture_model([GestureFrames(name, data[name]) for name in labels], EngineConfig())
+    infos = [
+        repo.GestureInfo(name, i, [repo.store_sample_set(ctx.db_url, ctx.store, data[name])], len(data[name]))
+        for i, name in enumerate(labels)
+    ]
+    publish_model(
+        ctx.db_url, ctx.store, code=code, parent_code=None, owner=repo.SYSTEM_OWNER, kind="base",
+        gestures=infos, tflite_uint8=trained.tflite_uint8, tflite_float=trained.tflite_float,
+        metrics=trained.metrics, training_config=EngineConfig().describe(), description=description,
+        replace=existing is not None,
+    )
+    model = repo.get_model(ctx.db_url, code)
+    assert model is not None
+    return model
+
+
+def synthetic_base_data(seed: int = 1) -> dict[str, np.ndarray]:
+    from ghostouch.engine import hands
+
+    rng = np.random.default_rng(seed)
+    return {name: hands.generate_pose(name, SYNTHETIC_FRAMES_PER_GESTURE, rng) for name in BASE_V1_LABELS}
+
+
+def ensure_base(settings: Settings) -> bool:
+    """Provision the synthetic `base_v1` when the registry has none; True when it was created."""
+    if repo.get_model(settings.resolved_database_url, BASE_CODE) is not None:
+        return False
+    log.info("provisioning %s from the synthetic hand generator", BASE_CODE)
+    create_base(settings, BASE_CODE, synthetic_base_data(), list(BASE_V1_LABELS),
+                "synthetic paper/rock/scissors from the kinematic hand generator")
+    return True
+
+
+def import_base(settings: Settings, path: Path, code: str, labels: Sequence[str] | None = None) -> repo.ModelInfo:
+    data = read_csv(path)
+    ordered = order_labels(list(data), code, labels)
+    return create_base(settings, code, data, ordered, f"imported from {path.name}")

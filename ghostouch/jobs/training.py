@@ -1,0 +1,145 @@
+"""The body of a training job, free of Celery: parent + new frames -> published child model."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ghostouch.config import Settings
+from ghostouch.engine.duplicates import check_duplicate
+from ghostouch.engine.trainer import EngineConfig, GestureFrames, train_gesture_model
+from ghostouch.engine.verify import LiteModel, ModelCheckFailed
+from ghostouch.publishing import publish_model
+from ghostouch.registry import repo
+from ghostouch.storage import ObjectStore, StorageError, build_store
+
+log = logging.getLogger(__name__)
+
+
+class JobFailed(Exception):
+    """A reason to end the job as FAILURE, phrased for the user."""
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    settings: Settings
+    db_url: str
+    store: ObjectStore
+
+
+_contexts: dict[str, WorkerContext] = {}
+
+
+def context_for(settings: Settings) -> WorkerContext:
+    """One registry URL and object store per distinct configuration, reused across jobs."""
+    key = settings.model_dump_json()
+    if key not in _contexts:
+        store = build_store(settings.storage_settings())
+        _contexts[key] = WorkerContext(settings, settings.resolved_database_url, store)
+    return _contexts[key]
+
+
+def gesture_training_frames(
+    ctx: WorkerContext, refs: list[str]
+) -> tuple[list[str], np.ndarray]:
+    """Newest sample sets of a gesture up to the per-gesture cap: (refs kept, their frames)."""
+    cap = ctx.settings.max_frames_per_gesture
+    kept: list[str] = []
+    blocks: list[np.ndarray] = []
+    total = 0
+    for ref in reversed(refs):
+        frames = repo.load_sample_sets(ctx.db_url, ctx.store, [ref])
+        kept.insert(0, ref)
+        blocks.insert(0, frames)
+        total += len(frames)
+        if total >= cap:
+            break
+    frames = np.concatenate(blocks)[-cap:]
+    return kept, frames
+
+
+def run_training_job(ctx: WorkerContext, task_id: str, engine_config: EngineConfig | None = None) -> None:
+    job = repo.get_job(ctx.db_url, task_id)
+    if job is None:
+        raise LookupError(f"job {task_id} is not in the registry")
+    if job["status"] in repo.FINAL_STATUSES:
+        return  # a redelivered message for a finished job
+    repo.set_job(ctx.db_url, task_id, attempts=job["attempts"] + 1)
+
+    def step(text: str) -> None:
+        repo.set_job(ctx.db_url, task_id, status="PROGRESS", current_step=text)
+
+    try:
+        _train(ctx, job, step, engine_config or EngineConfig())
+    except JobFailed as exc:
+        repo.set_job(ctx.db_url, task_id, status="FAILURE", error_info=str(exc), current_step="failed")
+    except ModelCheckFailed as exc:
+        repo.set_job(ctx.db_url, task_id, status="FAILURE", current_step="failed",
+                     error_info=f"the exported model failed verification: {exc}")
+    except StorageError as exc:
+        repo.set_job(ctx.db_url, task_id, status="FAILURE", current_step="failed",
+                     error_info=f"could not store the model: {exc}")
+    except Exception as exc:
+        log.exception("training job %s failed", task_id)
+        repo.set_job(ctx.db_url, task_id, status="FAILURE", current_step="failed",
+                     error_info=f"internal error while training ({type(exc).__name__}); please retry")
+
+
+def _train(ctx: WorkerContext, job: dict[str, Any], step: Any, engine_config: EngineConfig) -> None:
+    task_id = job["task_id"]
+    step("loading the parent model")
+    parent = repo.get_model(ctx.db_url, job["parent_code"])
+    if parent is None:
+        raise JobFailed(f"model {job['parent_code']} no longer exists")
+    new_frames = repo.load_sample_sets(ctx.db_url, ctx.store, [job["sample_ref"]])
+    gesture = job["gesture"]
+    labels = parent.labels
+
+    if not job["options"].get("allow_duplicate"):
+        step("checking for duplicate gestures")
+        lite = LiteModel.load(ctx.store.get_bytes(parent.artifacts["tflite"]["key"]))
+        verdict = check_duplicate(lite, labels, new_frames, ignore=gesture if gesture in labels else None)
+        if verdict.is_duplicate:
+            repo.set_job(
+                ctx.db_url, task_id, status="DUPLICATE", current_step="duplicate gesture",
+                error_info=(
+                    f"'{gesture}' looks like the existing gesture '{verdict.gesture}' "
+                    f"({verdict.similarity:.0%} of the frames were recognized as it); "
+                    "record a different pose, or send allow_duplicate=true to train it anyway"
+                ),
+                error_detail={"duplicate": verdict.as_dict()},
+            )
+            return
+
+    step("collecting training data")
+    new_ref = job["sample_ref"]
+    infos: list[repo.GestureInfo] = []
+    training: list[GestureFrames] = []
+    for g in parent.gestures:
+        refs = [*g.sample_refs, new_ref] if g.name == gesture else list(g.sample_refs)
+        kept, frames = gesture_training_frames(ctx, refs)
+        infos.append(repo.GestureInfo(g.name, g.output_index, kept, len(frames)))
+        training.append(GestureFrames(g.name, frames))
+    if gesture not in labels:
+        infos.append(repo.GestureInfo(gesture, len(labels), [new_ref], len(new_frames)))
+        training.append(GestureFrames(gesture, new_frames[-ctx.settings.max_frames_per_gesture :]))
+
+    trained = train_gesture_model(training, engine_config, progress=step)
+
+    step("publishing the model")
+    code = repo.new_code()
+    label_map = {g.name: g.output_index for g in infos}
+    result = {"model_code": code, "label_map": label_map, "refined": gesture in labels}
+
+    def finish(s: Any) -> None:
+        repo.update_job(s, task_id, status="SUCCESS", current_step="done", result=result, child_code=code)
+
+    publish_model(
+        ctx.db_url, ctx.store, code=code, parent_code=parent.code, owner=job["owner"], kind="trained",
+        gestures=infos, tflite_uint8=trained.tflite_uint8, tflite_float=trained.tflite_float,
+        metrics=trained.metrics, training_config=engine_config.describe(),
+        description=f"{parent.code} + {gesture}", in_same_transaction=finish,
+    )

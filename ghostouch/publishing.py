@@ -1,0 +1,94 @@
+"""Publishing a trained model: artifacts into storage first, then one registry transaction.
+
+A model version becomes visible (in the registry, hence in `/status` and `/models`) only after
+every artifact is stored and its checksum verified. If anything fails, the artifacts written so
+far are deleted and nothing is visible.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from ghostouch.registry import repo
+from ghostouch.registry.db import session_scope
+from ghostouch.storage import ObjectStore
+
+
+def artifact_keys(code: str) -> dict[str, str]:
+    """Storage keys of a version's files; a fresh revision segment keeps replaced bases apart."""
+    rev = secrets.token_hex(4)
+    prefix = f"models/{code}/{rev}"
+    return {
+        "tflite": f"{prefix}/{code}.tflite",
+        "tflite_float": f"{prefix}/{code}_float.tflite",
+        "labels": f"{prefix}/{code}_labels.json",
+        "report": f"{prefix}/{code}_report.json",
+    }
+
+
+def publish_model(
+    db_url: str,
+    store: ObjectStore,
+    *,
+    code: str,
+    parent_code: str | None,
+    owner: str,
+    kind: str,
+    gestures: list[repo.GestureInfo],
+    tflite_uint8: bytes,
+    tflite_float: bytes,
+    metrics: dict[str, Any],
+    training_config: dict[str, Any],
+    description: str = "",
+    replace: bool = False,
+    in_same_transaction: Callable[[Session], None] | None = None,
+) -> dict[str, Any]:
+    """Store the artifacts, then record the version; returns the artifacts record."""
+    keys = artifact_keys(code)
+    label_map = {g.name: g.output_index for g in gestures}
+    contents = {
+        "tflite": (tflite_uint8, "application/octet-stream"),
+        "tflite_float": (tflite_float, "application/octet-stream"),
+        "labels": (json.dumps(label_map, ensure_ascii=False).encode(), "application/json"),
+        "report": (json.dumps(metrics, ensure_ascii=False, indent=1).encode(), "application/json"),
+    }
+    written: list[str] = []
+    try:
+        artifacts: dict[str, Any] = {}
+        for name, (data, content_type) in contents.items():
+            sha = store.put_bytes(keys[name], data, content_type)
+            written.append(keys[name])
+            artifacts[name] = {"key": keys[name], "sha256": sha, "bytes": len(data)}
+        with session_scope(db_url) as s:
+            repo.save_model(
+                s,
+                code=code,
+                parent_code=parent_code,
+                owner=owner,
+                kind=kind,
+                gestures=gestures,
+                artifacts=artifacts,
+                metrics=metrics,
+                training_config=training_config,
+                description=description,
+                replace=replace,
+            )
+            if in_same_transaction is not None:
+                in_same_transaction(s)
+        return artifacts
+    except BaseException:
+        for key in written:
+            try:
+                store.delete(key)
+            except Exception:  # noqa: S110 - best effort; the original error matters more
+                pass
+        raise
+
+
+def artifact_urls(store: ObjectStore, artifacts: dict[str, Any]) -> dict[str, str]:
+    return {f"{name}_url": store.download_url(a["key"]) for name, a in artifacts.items()}

@@ -1,0 +1,101 @@
+"""Tables of the registry: model versions, their gestures, shared sample sets and jobs.
+
+Training frames are stored once, as content-addressed sample sets in object storage; a model
+version's gesture points at the sample sets it was trained on, so a child shares its parent's
+frames by reference instead of copying them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class SampleSet(Base):
+    """A block of frames (float32 [n, 64]) stored once under `storage_key`, named by its sha256."""
+
+    __tablename__ = "sample_sets"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    n_frames: Mapped[int] = mapped_column(Integer)
+    n_bytes: Mapped[int] = mapped_column(Integer)
+    storage_key: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    parent_code: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("model_versions.code"), nullable=True, index=True
+    )
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "base" | "trained" | "edited"
+    description: Mapped[str] = mapped_column(Text, default="")
+    training_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # {"tflite": {"key": ..., "sha256": ..., "bytes": ...}, "labels": {...}, ...}
+    artifacts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    gestures: Mapped[list[Gesture]] = relationship(
+        back_populates="model", order_by="Gesture.output_index", cascade="all, delete-orphan"
+    )
+
+    def label_map(self) -> dict[str, int]:
+        return {g.name: g.output_index for g in self.gestures}
+
+
+class Gesture(Base):
+    __tablename__ = "gestures"
+    __table_args__ = (
+        UniqueConstraint("model_code", "output_index"),
+        UniqueConstraint("model_code", "name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_code: Mapped[str] = mapped_column(String(64), ForeignKey("model_versions.code"))
+    output_index: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(256))
+    # Ordered list of sample-set sha256 references.
+    sample_refs: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    n_frames: Mapped[int] = mapped_column(Integer, default=0)
+
+    model: Mapped[ModelVersion] = relationship(back_populates="gestures")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("owner", "idempotency_key"),)
+
+    task_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="train")
+    parent_code: Mapped[str] = mapped_column(String(64), index=True)
+    gesture: Mapped[str] = mapped_column(String(256))
+    sample_ref: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="PENDING")
+    current_step: Mapped[str] = mapped_column(String(200), default="queued")
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error_info: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    child_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )

@@ -1,0 +1,166 @@
+"""The `ObjectStore` interface shared by every backend."""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from ghostouch.storage.errors import ObjectNotFound, StorageError, TransientError
+from ghostouch.storage.keys import is_valid_key, validate_key, validate_prefix
+from ghostouch.storage.retry import RetryPolicy, call_with_retry, describe, is_transient
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+PROBE_PREFIX = ".ghostouch-probe"
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ObjectStore(abc.ABC):
+    """A flat key -> bytes store with download links for phones.
+
+    The public methods validate the key, run the backend primitive (the ``_``-prefixed
+    abstract methods) under the retry policy, and raise only `StorageError` (including
+    `ObjectNotFound`) or `ValueError` for a bad key. Primitives signal retryable failures by
+    raising `TransientError` (or anything `_is_transient` accepts).
+    """
+
+    def __init__(
+        self,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._retry_policy = retry_policy or RetryPolicy()
+        self._sleep = sleep
+
+    # ------------------------------------------------------------------ public API
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = DEFAULT_CONTENT_TYPE) -> str:
+        """Store `data` under `key`, verify what was stored, return its sha256 (hex)."""
+        validate_key(key)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
+        payload = bytes(data)
+        digest = sha256_hex(payload)
+        self._retry(
+            lambda: self._store_verified(key, payload, content_type, digest),
+            f"storing {key!r} in {self.description}",
+        )
+        return digest
+
+    def get_bytes(self, key: str) -> bytes:
+        validate_key(key)
+        return self._retry(lambda: self._read(key), f"reading {key!r} from {self.description}")
+
+    def exists(self, key: str) -> bool:
+        validate_key(key)
+        return self._retry(lambda: self._exists(key), f"checking {key!r} in {self.description}")
+
+    def delete(self, key: str) -> None:
+        validate_key(key)
+        self._retry(lambda: self._delete(key), f"deleting {key!r} from {self.description}")
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Keys starting with `prefix` (a plain string prefix; '' lists everything), sorted."""
+        validate_prefix(prefix)
+        keys = self._retry(lambda: self._list(prefix), f"listing {prefix!r} in {self.description}")
+        return sorted(k for k in set(keys) if k.startswith(prefix) and is_valid_key(k))
+
+    def download_url(self, key: str) -> str:
+        """An absolute http(s) URL whose last path segment is the object's file name."""
+        validate_key(key)
+        return self._url(key)
+
+    def check_writable(self) -> None:
+        """Write, read back and delete a probe object; raise `StorageError` on any problem."""
+        key = f"{PROBE_PREFIX}/{secrets.token_hex(8)}"
+        payload = secrets.token_bytes(32)
+        try:
+            self.put_bytes(key, payload)
+            if self.get_bytes(key) != payload:
+                raise StorageError("the probe object read back differs from what was written")
+            self.delete(key)
+            if self.exists(key):
+                raise StorageError("the probe object is still there after deleting it")
+        except StorageError as exc:
+            self._forget_probe(key)
+            raise StorageError(f"{self.description} is not usable: {exc}") from exc
+        except Exception as exc:
+            self._forget_probe(key)
+            raise StorageError(f"{self.description} is not usable: {describe(exc)}") from exc
+
+    def close(self) -> None:
+        """Release resources held by the store (nothing by default)."""
+        return None
+
+    @property
+    @abc.abstractmethod
+    def description(self) -> str:
+        """Short human-readable name of the store, used in error messages."""
+
+    # ------------------------------------------------------------- backend primitives
+
+    @abc.abstractmethod
+    def _write(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    @abc.abstractmethod
+    def _read(self, key: str) -> bytes:
+        """Return the object's bytes; raise `ObjectNotFound` if absent."""
+
+    @abc.abstractmethod
+    def _exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def _delete(self, key: str) -> None:
+        """Delete the object; do nothing if absent."""
+
+    @abc.abstractmethod
+    def _list(self, prefix: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def _url(self, key: str) -> str: ...
+
+    def _store_verified(self, key: str, data: bytes, content_type: str, digest: str) -> None:
+        """One attempt: write, then read back and compare checksums."""
+        self._write(key, data, content_type)
+        try:
+            stored = self._read(key)
+        except ObjectNotFound as exc:
+            raise TransientError(f"{key!r} is missing right after writing it") from exc
+        got = sha256_hex(stored)
+        if got != digest:
+            raise TransientError(
+                f"checksum mismatch after writing {key!r}: expected sha256 {digest}, "
+                f"read back {got} ({len(stored)} of {len(data)} bytes)"
+            )
+
+    # ------------------------------------------------------------------- helpers
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        return is_transient(exc)
+
+    def _retry(self, fn: Callable[[], T], what: str) -> T:
+        return call_with_retry(
+            fn,
+            what=what,
+            policy=self._retry_policy,
+            classify=self._is_transient,
+            sleep=self._sleep,
+        )
+
+    def _forget_probe(self, key: str) -> None:
+        try:
+            self._delete(key)
+        except Exception as exc:  # best effort: the original error matters more
+            log.debug("could not remove probe object %s: %s", key, describe(exc))
