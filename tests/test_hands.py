@@ -260,3 +260,13 @@ def test_variation_controls_the_spread() -> None:
     tight = normalized(generate_pose("three", 300, np.random.default_rng(17), variation=0.2))
     loose = normalized(generate_pose("three", 300, np.random.default_rng(17), variation=1.5))
     assert np.mean(np.std(tight, axis=0)) < 0.6 * np.mean(np.std(loose, axis=0))
+
+
+def test_zero_frames_and_landmark_noise() -> None:
+    rng = np.random.default_rng(18)
+    for frames in (generate_pose("paper", 0, rng), generate_recording("rock", 0, rng)):
+        assert frames.shape == (0, 64) and frames.dtype == np.float32
+    assert random_poses(0, rng).shape == (0, 64)
+    # Without pose or orientation variation, what remains is a few mm of MediaPipe-like noise.
+    still = landmarks(generate_pose("paper", 500, rng, variation=0.0, handedness=1.0))
+    assert 0.001 < float(np.mean(np.std(still[:, 9], axis=0))) < 0.006

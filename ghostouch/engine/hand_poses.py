@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 FINGERS: tuple[str, ...] = ("index", "middle", "ring", "pinky")
 FINGER_ANGLES = 4  # mcp flexion, mcp abduction, pip flexion, dip flexion
 THUMB = 4 * FINGER_ANGLES  # offset of the thumb block
@@ -167,3 +170,34 @@ POSES: dict[str, Pose] = {
         ),
     )
 }
+
+
+def clip_angles(angles: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """`angles` (..., N_ANGLES) clipped to the range of motion."""
+    low = np.array([r[0] for r in ROM])
+    high = np.array([r[1] for r in ROM])
+    return np.clip(angles, low, high)
+
+
+def random_angles(n: int, rng: np.random.Generator) -> npt.NDArray[np.float64]:
+    """(n, N_ANGLES) joint angles anywhere in the range of motion. Half of the fingers move
+    their joints independently, the other half curl them together (DIP following PIP), as real
+    fingers mostly do."""
+    low = np.array([r[0] for r in ROM])
+    high = np.array([r[1] for r in ROM])
+    angles = rng.uniform(low, high, (n, N_ANGLES))
+    curl = rng.uniform(0.0, 1.0, (n, 4))
+    coupled = rng.random((n, 4)) < 0.5
+    for finger in range(4):
+        j = FINGER_ANGLES * finger
+        together = np.stack(
+            [
+                curl[:, finger] * 90.0 + rng.normal(0.0, 10.0, n),
+                curl[:, finger] * 100.0 + rng.normal(0.0, 10.0, n),
+                curl[:, finger] * 60.0 + rng.normal(0.0, 10.0, n),
+            ],
+            axis=1,
+        )
+        slots = [j, j + 2, j + 3]
+        angles[:, slots] = np.where(coupled[:, finger, None], together, angles[:, slots])
+    return clip_angles(angles)

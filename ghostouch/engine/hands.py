@@ -32,9 +32,10 @@ from ghostouch.engine.hand_poses import (
     FINGER_ANGLES,
     N_ANGLES,
     POSES,
-    ROM,
     THUMB,
     Pose,
+    clip_angles,
+    random_angles,
 )
 
 Frames = npt.NDArray[np.float32]
@@ -48,7 +49,6 @@ POSE_NAMES: tuple[str, ...] = tuple(POSES)
 # longest, III 64, IV 58, V 53 mm on carpal bases of different heights). The MCP row arches:
 # index and middle are the most dorsal, ring and little sit slightly towards the palm; the joint
 # centres span about 6 cm (hand breadth minus soft tissue).
-_PALM_LANDMARKS = (1, 5, 9, 13, 17)
 _PALM = np.array(
     [
         [0.024, -0.030, -0.010],
@@ -247,12 +247,6 @@ def canonical_rotation(name: str) -> Array:
     return rotation
 
 
-def _clip_angles(angles: Array) -> Array:
-    low = np.array([r[0] for r in ROM])
-    high = np.array([r[1] for r in ROM])
-    return np.clip(angles, low, high)
-
-
 def natural_rotations(n: int, rng: np.random.Generator) -> Array:
     """(n, 3, 3) orientations a hand can naturally take in front of a phone camera: any turn in
     the image, any twist about the hand axis (palm, side or back to the camera), fingers tilted
@@ -281,9 +275,8 @@ class _Hands:
 def _noisy(frames: Frames, rng: np.random.Generator, centre: Array) -> Frames:
     """Add MediaPipe-like landmark noise and shift by the centre offset (n, 3), in place."""
     n = frames.shape[0]
-    landmarks = frames[:, :63].reshape(n, 21, 3)
-    noise = rng.normal(0.0, 1.0, (n, 21, 3)) * np.array(NOISE_SD)
-    landmarks += (noise - centre[:, None, :]).astype(np.float32)
+    noise = rng.normal(0.0, 1.0, (n, 21, 3)) * np.array(NOISE_SD) - centre[:, None, :]
+    frames[:, :63] += noise.reshape(n, 63).astype(np.float32)
     return frames
 
 
@@ -315,8 +308,9 @@ def generate_pose(
 
     Each frame draws a hand (size, bone lengths), joint angles around the pose's nominal ones
     (standard deviations of `hand_poses.ANGLE_SD` times `variation`, clipped to the range of
-    motion), an orientation within +-20 deg (times `variation`) about each axis around the pose's
-    canonical orientation, and landmark noise. `handedness` None draws left/right per frame.
+    motion), an orientation around the pose's canonical one (turns about each image axis from a
+    normal distribution of sd 7 deg truncated at +-20 deg, both times `variation`), and landmark
+    noise. `handedness` None draws left/right per frame.
     `orientation="natural"` instead draws any natural orientation (`natural_rotations`).
     With the same rng state, a left hand is exactly the mirror image of the right hand of the
     pose's mirror partner (itself, except point_left <-> point_right).
@@ -324,7 +318,7 @@ def generate_pose(
     pose = _pose(name)
     hands = _Hands(n, rng, handedness)
     sd = np.array(ANGLE_SD) * variation
-    angles = _clip_angles(np.array(pose.angles) + rng.normal(0.0, 1.0, (n, N_ANGLES)) * sd)
+    angles = clip_angles(np.array(pose.angles) + rng.normal(0.0, 1.0, (n, N_ANGLES)) * sd)
     rotation = _rotations(pose, hands, n, rng, ORIENTATION_RANGE * variation, orientation)
     frames = hand_from_angles(
         angles,
@@ -353,7 +347,7 @@ def _smooth(rng: np.random.Generator, n: int, dims: int, frames_scale: float) ->
     white = rng.normal(0.0, 1.0, (n + 2 * width, dims))
     out = np.empty((n, dims))
     for d in range(dims):
-        out[:, d] = np.convolve(white[:, d], kernel, mode="valid")
+        out[:, d] = np.convolve(white[:, d], kernel, mode="valid")[:n]
     return out
 
 
@@ -375,8 +369,9 @@ def generate_recording(
     hand = _Hands(1, rng, handedness)
     base_angles = np.array(pose.angles) + rng.normal(0.0, 1.0, N_ANGLES) * np.array(ANGLE_SD)
     base_rotation = _rotations(pose, hand, 1, rng, ORIENTATION_RANGE, orientation)
-    drift = _smooth(rng, n, N_ANGLES + 5 + 3, frames_scale=10.0)
-    angles = _clip_angles(base_angles + 0.35 * drift[:, :N_ANGLES] * np.array(ANGLE_SD))
+    # Drift columns: joint angles, 3 orientation turns, size estimate, 3 centre coordinates.
+    drift = _smooth(rng, n, N_ANGLES + 7, frames_scale=10.0)
+    angles = clip_angles(base_angles + 0.35 * drift[:, :N_ANGLES] * np.array(ANGLE_SD))
     turn = 4.0 * drift[:, N_ANGLES : N_ANGLES + 3]
     rotation = euler_rotation(turn[:, 0], turn[:, 1], turn[:, 2]) @ base_rotation
     size = hand.size[0] * (1.0 + 0.015 * drift[:, N_ANGLES + 3])
@@ -388,33 +383,9 @@ def generate_recording(
         rotation=rotation,
         contact=pose.contact,
     )
-    centre = rng.normal(0.0, CENTRE_SD, 3) + 0.0015 * drift[:, N_ANGLES + 5 :]
+    centre = rng.normal(0.0, CENTRE_SD, 3) + 0.0015 * drift[:, N_ANGLES + 4 :]
     frames = _noisy(frames, rng, centre)
     return _mirror_left(frames, np.repeat(hand.right, n))
-
-
-def random_angles(n: int, rng: np.random.Generator) -> Array:
-    """(n, N_ANGLES) joint angles anywhere in the range of motion. Half of the fingers move
-    their joints independently, the other half curl them together (DIP following PIP), as real
-    fingers mostly do."""
-    low = np.array([r[0] for r in ROM])
-    high = np.array([r[1] for r in ROM])
-    angles = rng.uniform(low, high, (n, N_ANGLES))
-    curl = rng.uniform(0.0, 1.0, (n, 4))
-    coupled = rng.random((n, 4)) < 0.5
-    for finger in range(4):
-        j = FINGER_ANGLES * finger
-        together = np.stack(
-            [
-                curl[:, finger] * 90.0 + rng.normal(0.0, 10.0, n),
-                curl[:, finger] * 100.0 + rng.normal(0.0, 10.0, n),
-                curl[:, finger] * 60.0 + rng.normal(0.0, 10.0, n),
-            ],
-            axis=1,
-        )
-        slots = [j, j + 2, j + 3]
-        angles[:, slots] = np.where(coupled[:, finger, None], together, angles[:, slots])
-    return _clip_angles(angles)
 
 
 def random_poses(n: int, rng: np.random.Generator) -> Frames:

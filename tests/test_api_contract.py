@@ -1,0 +1,105 @@
+"""The legacy API over real HTTP against real `ghostouch api` + `ghostouch worker` processes."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+
+from ghostouch.config import MAX_BODY_BYTES, MAX_FRAMES, MIN_FRAMES
+from ghostouch.engine import hands
+from tests.conftest import Service
+
+
+def frames(n: int = 60, pose: str = "one", seed: int = 0) -> list[list[float]]:
+    return hands.generate_recording(pose, n, np.random.default_rng(seed), handedness=1.0).tolist()
+
+
+def post(service: Service, body: object, **kw: object) -> httpx.Response:
+    return httpx.post(f"{service.url}/train", json=body, timeout=30, **kw)  # type: ignore[arg-type]
+
+
+def test_health_ready_and_docs(service: Service) -> None:
+    assert httpx.get(f"{service.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{service.url}/readyz").json()
+    assert ready["ready"] is True and ready["checks"]["workers"] >= 1
+    assert httpx.get(f"{service.url}/docs").status_code == 200
+    spec = httpx.get(f"{service.url}/openapi.json").json()
+    assert {"/train", "/status/{task_id}", "/models/{code}/labels"} <= set(spec["paths"])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "fragment"),
+    [
+        (lambda f: f.__setitem__(3, f[3][:63]), "frame 3: expected 64 numbers"),
+        (lambda f: f[5].__setitem__(10, 0.9), "frame 5, value 10"),
+        (lambda f: f[2].__setitem__(63, 0.3), "frame 2, value 63 (handedness)"),
+        (lambda f: f[4].__setitem__(0, "a"), "frame 4, value 0: not a number"),
+    ],
+)
+def test_bad_frames_get_422_naming_the_frame(service: Service, mutate: object, fragment: str) -> None:
+    body = frames()
+    mutate(body)  # type: ignore[operator]
+    r = post(service, {"model_code": "base_v1", "gesture": "g", "landmarks": body})
+    assert r.status_code == 422 and fragment in r.json()["detail"]
+
+
+def test_non_finite_numbers_are_refused(service: Service) -> None:
+    body = frames()
+    text = json.dumps({"model_code": "base_v1", "gesture": "g", "landmarks": body})
+    text = text.replace(str(body[1][7]), "NaN", 1)
+    r = httpx.post(f"{service.url}/train", content=text, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "frame 1, value 7: not a finite number" in r.json()["detail"]
+
+
+def test_frame_count_limits(service: Service) -> None:
+    for n in (MIN_FRAMES - 1, MAX_FRAMES + 1):
+        r = post(service, {"model_code": "base_v1", "gesture": "g", "landmarks": frames(n)})
+        assert r.status_code == 422 and f"got {n} frames" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"), [("   ", "empty"), ("x" * 65, "at most 64"), ("a\u0007b", "control character")]
+)
+def test_bad_gesture_names(service: Service, name: str, fragment: str) -> None:
+    r = post(service, {"model_code": "base_v1", "gesture": name, "landmarks": frames()})
+    assert r.status_code == 422 and fragment in r.json()["detail"]
+
+
+@pytest.mark.parametrize("code", ["nope", "../../etc/passwd", "base_v1/../x", "a" * 300])
+def test_unknown_or_path_like_model_codes_are_404(service: Service, code: str) -> None:
+    r = post(service, {"model_code": code, "gesture": "g", "landmarks": frames()})
+    assert r.status_code == 404 and "model_code" in r.json()["detail"]
+
+
+def test_malformed_bodies(service: Service) -> None:
+    r = httpx.post(f"{service.url}/train", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
+    r = post(service, {"gesture": "g", "landmarks": frames()})
+    assert r.status_code == 422 and "model_code" in r.json()["detail"]
+
+
+def test_oversized_body_is_refused_early(service: Service) -> None:
+    big = b'{"model_code": "base_v1", "gesture": "g", "landmarks": [' + b"0," * MAX_BODY_BYTES + b"0]}"
+    r = httpx.post(f"{service.url}/train", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_unknown_task_is_404(service: Service) -> None:
+    assert httpx.get(f"{service.url}/status/does-not-exist").status_code == 404
+
+
+def test_download_links_are_signed(service: Service) -> None:
+    labels = httpx.get(f"{service.url}/models/base_v1").json()
+    url = labels["tflite_url"]
+    assert url.split("?")[0].endswith("/base_v1.tflite")
+    assert httpx.get(url).status_code == 200
+    assert httpx.get(url.replace("sig=", "sig=0")).status_code == 403
+    assert httpx.get(url.split("?")[0]).status_code == 403
+    assert httpx.get(url.replace("expires=", "expires=1")).status_code == 403
+
+
+def test_base_v1_label_map(service: Service) -> None:
+    assert httpx.get(f"{service.url}/models/base_v1/labels").json() == {"paper": 0, "rock": 1, "scissors": 2}

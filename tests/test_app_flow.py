@@ -1,0 +1,68 @@
+"""End to end, written as the Android app behaves: POST /train, poll, download, run with LiteRT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from ghostouch.engine import hands
+from ghostouch.engine.verify import LiteModel
+from tests.conftest import Service, poll_like_android, read_frames_csv
+
+
+def train_and_download(service: Service, parent: str, gesture: str, landmarks: list[list[float]],
+                       **extra: object) -> tuple[dict, LiteModel]:
+    r = httpx.post(f"{service.url}/train", json={"model_code": parent, "gesture": gesture,
+                                                 "landmarks": landmarks, **extra}, timeout=30)
+    assert 200 <= r.status_code < 300, r.text
+    body, seen = poll_like_android(service.url, r.json()["task_id"])
+    assert body["status"] == "SUCCESS", body
+    assert set(seen) <= {"PENDING", "PROGRESS", "SUCCESS"}
+    url = body["result"]["tflite_url"]
+    assert url.startswith("http") and url.split("?")[0].endswith(".tflite") and body["result"]["model_code"]
+    content = httpx.get(url).content  # a plain GET with no headers, as the apps do
+    model = LiteModel.load(content)
+    assert model.input_dtype == np.uint8
+    return body, model
+
+
+def accuracy(model: LiteModel, frames: np.ndarray, index: int) -> float:
+    return float(np.mean(np.argmax(model.predict_proba(frames), axis=1) == index))
+
+
+def test_synthetic_gesture_is_learned_and_parent_indices_kept(service: Service) -> None:
+    rng = np.random.default_rng(11)
+    recording = hands.generate_recording("call", 100, rng, handedness=1.0)
+    body, model = train_and_download(service, "base_v1", "전화", recording.tolist())
+    labels = body["result"]["label_map"]
+    assert labels == {"paper": 0, "rock": 1, "scissors": 2, "전화": 3}
+    assert model.n_outputs == 4
+    assert accuracy(model, hands.generate_pose("call", 200, rng, handedness=1.0), 3) >= 0.8
+    for i, name in enumerate(("paper", "rock", "scissors")):
+        assert accuracy(model, hands.generate_pose(name, 100, rng), i) >= 0.9
+    # the child can be extended again: the chain keeps every index
+    body2, model2 = train_and_download(service, body["result"]["model_code"], "ok",
+                                       hands.generate_recording("ok", 100, rng, handedness=0.0).tolist())
+    assert body2["result"]["label_map"] == {**labels, "ok": 4} and model2.n_outputs == 5
+    info = httpx.get(f"{service.url}/models/{body2['result']['model_code']}").json()
+    assert info["lineage"] == [body2["result"]["model_code"], body["result"]["model_code"], "base_v1"]
+
+
+def test_android_flow_on_real_recordings(service: Service, shared_data: Path) -> None:
+    """Import the real base_v1, teach `one` from 60 real frames, check the downloaded model."""
+    done = service.cli("base", "import", str(shared_data / "ghostouch" / "base_v1.csv"), "--code", "base_v1")
+    assert done.returncode == 0, done.stderr
+    assert httpx.get(f"{service.url}/models/base_v1").json()["labels"][0]["frames"] == 100
+    base = read_frames_csv(shared_data / "ghostouch" / "base_v1.csv")
+    one = read_frames_csv(shared_data / "ghostouch" / "incremental_hand_landmarks_one.csv")["one"]
+    body, model = train_and_download(service, "base_v1", "one", one[:60].tolist())
+    assert body["result"]["label_map"] == {"paper": 0, "rock": 1, "scissors": 2, "one": 3}
+    recall = accuracy(model, one[60:], 3)
+    base_frames = np.concatenate([base[n] for n in ("paper", "rock", "scissors")])
+    base_labels = np.repeat([0, 1, 2], [len(base[n]) for n in ("paper", "rock", "scissors")])
+    base_acc = float(np.mean(np.argmax(model.predict_proba(base_frames), axis=1) == base_labels))
+    print(f"real-data flow: recall(one) = {recall:.1%}, base accuracy = {base_acc:.1%}")
+    assert recall >= 0.80
+    assert base_acc >= 0.95

@@ -1,0 +1,78 @@
+"""Frame validation, the apps' quantization and normalization (no services needed)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ghostouch.engine import hands
+from ghostouch.engine.frames import (
+    INPUT_MAX,
+    INPUT_MIN,
+    FrameError,
+    app_quantize,
+    app_view,
+    check_frames,
+    frame_problem,
+    normalize,
+)
+
+
+def good_frame(handedness: float = 1.0) -> list[float]:
+    return [0.01] * 63 + [handedness]
+
+
+@pytest.mark.parametrize(
+    ("frame", "fragment"),
+    [
+        ([0.0] * 63, "expected 64 numbers"),
+        ("abc", "expected a list of 64 numbers"),
+        ([0.0] * 62 + [math.nan, 1.0], "not a finite number"),
+        ([0.0] * 62 + [math.inf, 1.0], "not a finite number"),
+        ([0.0] * 10 + ["x"] + [0.0] * 52 + [1.0], "not a number"),
+        ([0.0] * 10 + [True] + [0.0] * 52 + [1.0], "not a number"),
+        ([0.0] * 5 + [0.5] + [0.0] * 57 + [1.0], "world"),
+        ([0.0] * 63 + [0.5], "handedness"),
+    ],
+)
+def test_frame_problems_name_index_and_cause(frame: object, fragment: str) -> None:
+    problem = frame_problem(7, frame)
+    assert problem is not None and problem.startswith("frame 7") and fragment in problem
+
+
+def test_valid_frames_pass_and_become_float32() -> None:
+    arr = check_frames([good_frame(0.0), good_frame(1.0)] * 10, 20, 30)
+    assert arr.shape == (20, 64) and arr.dtype == np.float32
+    assert frame_problem(0, good_frame()) is None
+
+
+def test_frame_count_limits() -> None:
+    with pytest.raises(FrameError, match="got 5 frames"):
+        check_frames([good_frame()] * 5, 20, 30)
+    with pytest.raises(FrameError, match="got 31 frames"):
+        check_frames([good_frame()] * 31, 20, 30)
+
+
+def test_app_quantization_is_one_millimetre_and_clamps() -> None:
+    assert app_quantize([[0.0, 0.001, -0.128, 0.127, 1.0, -1.0]]).tolist() == [[128, 129, 0, 255, 255, 0]]
+    view = app_view([[0.0123, 1.0]])
+    assert view[0, 0] == pytest.approx(0.012, abs=1e-6) and view[0, 1] == pytest.approx(INPUT_MAX)
+    assert INPUT_MIN == pytest.approx(-0.128) and INPUT_MAX == pytest.approx(0.127)
+
+
+def test_normalize_is_translation_scale_and_mirror_invariant() -> None:
+    rng = np.random.default_rng(3)
+    right = hands.generate_pose("scissors", 20, rng, handedness=1.0)
+    moved = right.copy()
+    moved[:, :63] = (moved[:, :63].reshape(-1, 21, 3) * 1.3 + np.array([0.01, -0.02, 0.005])).reshape(-1, 63)
+    np.testing.assert_allclose(normalize(moved), normalize(right), atol=1e-4)
+    left = right.copy()
+    left[:, 0:63:3] *= -1
+    left[:, 63] = 0.0
+    np.testing.assert_allclose(normalize(left), normalize(right), atol=1e-5)
+    # app-clamped handedness (0.127) counts as right-handed too
+    clamped = right.copy()
+    clamped[:, 63] = 0.127
+    np.testing.assert_allclose(normalize(clamped), normalize(right), atol=1e-6)
