@@ -80,9 +80,18 @@ def create_base(
         for i, name in enumerate(labels)
     ]
     publish_model(
-        ctx.db_url, ctx.store, code=code, parent_code=None, owner=repo.SYSTEM_OWNER, kind="base",
-        gestures=infos, tflite_uint8=trained.tflite_uint8, tflite_float=trained.tflite_float,
-        metrics=trained.metrics, training_config=EngineConfig().describe(), description=description,
+        ctx.db_url,
+        ctx.store,
+        code=code,
+        parent_code=None,
+        owner=repo.SYSTEM_OWNER,
+        kind="base",
+        gestures=infos,
+        tflite_uint8=trained.tflite_uint8,
+        tflite_float=trained.tflite_float,
+        metrics=trained.metrics,
+        training_config=EngineConfig().describe(),
+        description=description,
         replace=existing is not None,
     )
     model = repo.get_model(ctx.db_url, code)
@@ -102,8 +111,13 @@ def ensure_base(settings: Settings) -> bool:
     if repo.get_model(settings.resolved_database_url, BASE_CODE) is not None:
         return False
     log.info("provisioning %s from the synthetic hand generator", BASE_CODE)
-    create_base(settings, BASE_CODE, synthetic_base_data(), list(BASE_V1_LABELS),
-                "synthetic paper/rock/scissors from the kinematic hand generator")
+    create_base(
+        settings,
+        BASE_CODE,
+        synthetic_base_data(),
+        list(BASE_V1_LABELS),
+        "synthetic paper/rock/scissors from the kinematic hand generator",
+    )
     return True
 
 

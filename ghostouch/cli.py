@@ -79,16 +79,22 @@ def _run_api(settings: Settings) -> int:
     from ghostouch.api.app import create_app
 
     log.info("API on http://%s:%s (downloads via %s)", settings.host, settings.port, settings.resolved_public_url)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level.lower(), proxy_headers=True)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+    )
     return 0
 
 
 def cmd_api(args: argparse.Namespace) -> int:
     settings = _apply_overrides(args)
     if not settings.broker_url:
-        print("ghostouch api needs GHOSTOUCH_BROKER_URL=redis://host:port/db (or use `ghostouch serve`)",
-              file=sys.stderr)
+        print(
+            "ghostouch api needs GHOSTOUCH_BROKER_URL=redis://host:port/db (or use `ghostouch serve`)", file=sys.stderr
+        )
         return 2
     return _run_api(settings)
 
@@ -101,8 +107,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from ghostouch.jobs.worker import app
 
     hostname = f"{args.name or 'worker'}-{os.getpid()}@%h"
-    app.worker_main(["worker", "-Q", QUEUE, "-c", str(args.concurrency), "-n", hostname,
-                     "--loglevel", settings.log_level, "--without-gossip", "--without-mingle"])
+    app.worker_main(
+        [
+            "worker",
+            "-Q",
+            QUEUE,
+            "-c",
+            str(args.concurrency),
+            "-n",
+            hostname,
+            "--loglevel",
+            settings.log_level,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
     return 0
 
 
@@ -178,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("GHOSTOUCH_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("GHOSTOUCH_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     return int(args.func(args))
 
 

@@ -7,6 +7,7 @@ far are deleted and nothing is visible.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from collections.abc import Callable
@@ -83,10 +84,8 @@ def publish_model(
         return artifacts
     except BaseException:
         for key in written:
-            try:
+            with contextlib.suppress(Exception):  # best effort: the original error matters more
                 store.delete(key)
-            except Exception:  # noqa: S110 - best effort; the original error matters more
-                pass
         raise
 
 

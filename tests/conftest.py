@@ -61,8 +61,10 @@ def redis_url() -> Iterator[str]:
                 pytest.fail("no Redis at 127.0.0.1:6379 and no redis-server binary to start one")
             pytest.skip("no Redis reachable and no redis-server binary available")
         port = free_port()
-        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while not _redis_answers(port):
             if time.monotonic() > deadline:
@@ -113,14 +115,21 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "ghostouch.cli", *args], env=self.env,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "ghostouch.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def start(self, name: str, *args: str) -> None:
         assert self.logs is not None
         log = (self.logs / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", "ghostouch.cli", *args],
-                                            env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "ghostouch.cli", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
 
     def stop(self, name: str) -> None:
         proc = self.procs.pop(name)
@@ -164,8 +173,14 @@ def wait_until(check: object, timeout: float, message: str) -> None:
 
 def service_env(data_dir: Path, redis_url: str | None, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GHOSTOUCH_")}
-    env.update({"GHOSTOUCH_DATA_DIR": str(data_dir), "GHOSTOUCH_PORT": str(port),
-                "GHOSTOUCH_HOST": "127.0.0.1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    env.update(
+        {
+            "GHOSTOUCH_DATA_DIR": str(data_dir),
+            "GHOSTOUCH_PORT": str(port),
+            "GHOSTOUCH_HOST": "127.0.0.1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+    )
     if redis_url:
         env["GHOSTOUCH_BROKER_URL"] = redis_url
     return env

@@ -12,10 +12,14 @@ from ghostouch.engine.verify import LiteModel
 from tests.conftest import Service, poll_like_android, read_frames_csv
 
 
-def train_and_download(service: Service, parent: str, gesture: str, landmarks: list[list[float]],
-                       **extra: object) -> tuple[dict, LiteModel]:
-    r = httpx.post(f"{service.url}/train", json={"model_code": parent, "gesture": gesture,
-                                                 "landmarks": landmarks, **extra}, timeout=30)
+def train_and_download(
+    service: Service, parent: str, gesture: str, landmarks: list[list[float]], **extra: object
+) -> tuple[dict, LiteModel]:
+    r = httpx.post(
+        f"{service.url}/train",
+        json={"model_code": parent, "gesture": gesture, "landmarks": landmarks, **extra},
+        timeout=30,
+    )
     assert 200 <= r.status_code < 300, r.text
     body, seen = poll_like_android(service.url, r.json()["task_id"])
     assert body["status"] == "SUCCESS", body
@@ -35,7 +39,8 @@ def accuracy(model: LiteModel, frames: np.ndarray, index: int) -> float:
 def test_synthetic_gesture_is_learned_and_parent_indices_kept(service: Service) -> None:
     rng = np.random.default_rng(11)
     recording = hands.generate_recording("call", 100, rng, handedness=1.0)
-    body, model = train_and_download(service, "base_v1", "전화", recording.tolist())
+    # allow_duplicate: this test is about learning and indices; duplicates have their own tests
+    body, model = train_and_download(service, "base_v1", "전화", recording.tolist(), allow_duplicate=True)
     labels = body["result"]["label_map"]
     assert labels == {"paper": 0, "rock": 1, "scissors": 2, "전화": 3}
     assert model.n_outputs == 4
@@ -43,11 +48,25 @@ def test_synthetic_gesture_is_learned_and_parent_indices_kept(service: Service) 
     for i, name in enumerate(("paper", "rock", "scissors")):
         assert accuracy(model, hands.generate_pose(name, 100, rng), i) >= 0.9
     # the child can be extended again: the chain keeps every index
-    body2, model2 = train_and_download(service, body["result"]["model_code"], "ok",
-                                       hands.generate_recording("ok", 100, rng, handedness=0.0).tolist())
+    body2, model2 = train_and_download(
+        service,
+        body["result"]["model_code"],
+        "ok",
+        hands.generate_recording("ok", 100, rng, handedness=0.0).tolist(),
+        allow_duplicate=True,
+    )
     assert body2["result"]["label_map"] == {**labels, "ok": 4} and model2.n_outputs == 5
     info = httpx.get(f"{service.url}/models/{body2['result']['model_code']}").json()
     assert info["lineage"] == [body2["result"]["model_code"], body["result"]["model_code"], "base_v1"]
+
+
+def test_a_rerecorded_base_gesture_is_a_duplicate(service: Service) -> None:
+    frames = hands.generate_recording("rock", 100, np.random.default_rng(5), handedness=0.0).tolist()
+    r = httpx.post(f"{service.url}/train", json={"model_code": "base_v1", "gesture": "fist", "landmarks": frames})
+    body, seen = poll_like_android(service.url, r.json()["task_id"])
+    assert body["status"] == "DUPLICATE" and "'rock'" in body["error_info"]
+    assert body["error_detail"]["duplicate"]["existing_gesture"] == "rock"
+    assert body["error_detail"]["duplicate"]["similarity"] >= 0.6
 
 
 def test_android_flow_on_real_recordings(service: Service, shared_data: Path) -> None:
@@ -66,3 +85,11 @@ def test_android_flow_on_real_recordings(service: Service, shared_data: Path) ->
     print(f"real-data flow: recall(one) = {recall:.1%}, base accuracy = {base_acc:.1%}")
     assert recall >= 0.80
     assert base_acc >= 0.95
+    # frames of paper recorded apart from base_v1.csv (rows only in the earlier 359-row version)
+    known = {tuple(np.round(row, 6)) for row in base["paper"]}
+    older = read_frames_csv(shared_data / "ghostouch" / "base_v1_v0_359rows.csv")["paper"]
+    unseen_paper = [row.tolist() for row in older if tuple(np.round(row, 6)) not in known]
+    assert len(unseen_paper) >= 20
+    r = httpx.post(f"{service.url}/train", json={"model_code": "base_v1", "gesture": "hello", "landmarks": unseen_paper})
+    dup, _ = poll_like_android(service.url, r.json()["task_id"])
+    assert dup["status"] == "DUPLICATE" and dup["error_detail"]["duplicate"]["existing_gesture"] == "paper"

@@ -197,9 +197,7 @@ def test_poses_are_distinct() -> None:
     centroids = {
         hand: np.stack(
             [
-                normalized(
-                    generate_pose(name, 400, np.random.default_rng(13), handedness=hand)
-                ).mean(0)
+                normalized(generate_pose(name, 400, np.random.default_rng(13), handedness=hand)).mean(0)
                 for name in POSE_NAMES
             ]
         )

@@ -32,9 +32,7 @@ def describe(state: ApiState, model: repo.ModelInfo) -> dict[str, Any]:
         "labels": [{"name": g.name, "index": g.output_index, "frames": g.n_frames} for g in model.gestures],
         "label_map": model.label_map(),
         "metrics": model.metrics,
-        "artifacts": {
-            name: {"sha256": a["sha256"], "bytes": a["bytes"]} for name, a in model.artifacts.items()
-        },
+        "artifacts": {name: {"sha256": a["sha256"], "bytes": a["bytes"]} for name, a in model.artifacts.items()},
         **artifact_urls(state.store, model.artifacts),
     }
 
@@ -46,8 +44,13 @@ def list_models(
     """The caller's model versions, oldest first, and the shared base models."""
     mine = repo.list_models(state.db_url, owner)
     bases = repo.list_models(state.db_url, repo.SYSTEM_OWNER)
-    row = lambda m: {"model_code": m.code, "parent_code": m.parent_code, "kind": m.kind,  # noqa: E731
-                     "labels": m.labels, "created_at": m.created_at}
+    row = lambda m: {
+        "model_code": m.code,
+        "parent_code": m.parent_code,
+        "kind": m.kind,  # noqa: E731
+        "labels": m.labels,
+        "created_at": m.created_at,
+    }
     return {"models": [row(m) for m in mine], "bases": [row(m) for m in bases]}
 
 

@@ -30,9 +30,7 @@ class TrainRequest(BaseModel):
         description=f"{MIN_FRAMES}-{MAX_FRAMES} frames of 64 numbers: 21 world landmarks (x, y, z in "
         "metres) then handedness (0.0 left, 1.0 right)"
     )
-    allow_duplicate: bool = Field(
-        default=False, description="Train even if the gesture duplicates an existing one"
-    )
+    allow_duplicate: bool = Field(default=False, description="Train even if the gesture duplicates an existing one")
 
 
 class TrainAccepted(BaseModel):
@@ -88,9 +86,14 @@ async def read_json_body(request: Request) -> Any:
     "/train",
     status_code=202,
     response_model=TrainAccepted,
-    openapi_extra={"requestBody": {"content": {"application/json": {"schema": TrainRequest.model_json_schema()}}, "required": True}},
-    responses={404: {"description": "unknown model_code"}, 413: {"description": "body too large"},
-               422: {"description": "invalid frames or gesture name"}},
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {"schema": TrainRequest.model_json_schema()}}, "required": True}
+    },
+    responses={
+        404: {"description": "unknown model_code"},
+        413: {"description": "body too large"},
+        422: {"description": "invalid frames or gesture name"},
+    },
 )
 async def train(
     request: Request,
@@ -118,16 +121,26 @@ async def train(
         raise not_found(f"model_code {req.model_code!r} does not name a model; a fresh install uses 'base_v1'")
     sample_ref = repo.store_sample_set(state.db_url, state.store, frames)
     job, created = repo.create_job(
-        state.db_url, owner=owner, parent_code=parent.code, gesture=gesture, sample_ref=sample_ref,
-        options={"allow_duplicate": req.allow_duplicate}, idempotency_key=idempotency_key,
+        state.db_url,
+        owner=owner,
+        parent_code=parent.code,
+        gesture=gesture,
+        sample_ref=sample_ref,
+        options={"allow_duplicate": req.allow_duplicate},
+        idempotency_key=idempotency_key,
     )
     if created:
         try:
             enqueue_training(state.celery, job["task_id"])
         except Exception as exc:
             log.exception("could not queue job %s", job["task_id"])
-            repo.set_job(state.db_url, job["task_id"], status="FAILURE", current_step="failed",
-                         error_info="the training queue is unavailable; please retry later")
+            repo.set_job(
+                state.db_url,
+                job["task_id"],
+                status="FAILURE",
+                current_step="failed",
+                error_info="the training queue is unavailable; please retry later",
+            )
             raise HTTPException(503, f"the training queue is unavailable ({type(exc).__name__})") from None
     return _accepted(request, job["task_id"], job["status"])
 
@@ -137,8 +150,12 @@ def _accepted(request: Request, task_id: str, status: str) -> JSONResponse:
     return JSONResponse(body, status_code=202)
 
 
-@router.get("/status/{task_id}", name="status", response_model=StatusResponse,
-            responses={404: {"description": "unknown task id"}})
+@router.get(
+    "/status/{task_id}",
+    name="status",
+    response_model=StatusResponse,
+    responses={404: {"description": "unknown task id"}},
+)
 def status(
     task_id: str,
     state: Annotated[ApiState, Depends(get_state)],

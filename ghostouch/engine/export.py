@@ -11,10 +11,10 @@ import numpy as np
 import numpy.typing as npt
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from ghostouch.engine.frames import INPUT_MAX, INPUT_MIN, app_view  # noqa: E402
-from ghostouch.engine.model import Weights, tf_logits  # noqa: E402
+from ghostouch.engine.frames import INPUT_MAX, INPUT_MIN, app_view
+from ghostouch.engine.model import Weights, tf_logits
 
 
 def _concrete_function(weights: Weights) -> tf.types.experimental.ConcreteFunction:

@@ -60,9 +60,7 @@ def frame_problem(index: int, frame: object) -> str | None:
 def check_frames(frames: Sequence[object], min_frames: int, max_frames: int) -> Frames:
     """Validate raw JSON frames and return them as a float32 [n, 64] array."""
     if not min_frames <= len(frames) <= max_frames:
-        raise FrameError(
-            f"landmarks: got {len(frames)} frames, need between {min_frames} and {max_frames}"
-        )
+        raise FrameError(f"landmarks: got {len(frames)} frames, need between {min_frames} and {max_frames}")
     for index, frame in enumerate(frames):
         problem = frame_problem(index, frame)
         if problem:

@@ -90,25 +90,19 @@ CONTACT_GAP = 0.009  # thumb tip to index tip when touching (pads have thickness
 def _rot_x(a: Array) -> Array:
     c, s = np.cos(a), np.sin(a)
     o, z = np.ones_like(a), np.zeros_like(a)
-    return np.stack(
-        [np.stack([o, z, z], -1), np.stack([z, c, -s], -1), np.stack([z, s, c], -1)], -2
-    )
+    return np.stack([np.stack([o, z, z], -1), np.stack([z, c, -s], -1), np.stack([z, s, c], -1)], -2)
 
 
 def _rot_y(a: Array) -> Array:
     c, s = np.cos(a), np.sin(a)
     o, z = np.ones_like(a), np.zeros_like(a)
-    return np.stack(
-        [np.stack([c, z, s], -1), np.stack([z, o, z], -1), np.stack([-s, z, c], -1)], -2
-    )
+    return np.stack([np.stack([c, z, s], -1), np.stack([z, o, z], -1), np.stack([-s, z, c], -1)], -2)
 
 
 def _rot_z(a: Array) -> Array:
     c, s = np.cos(a), np.sin(a)
     o, z = np.ones_like(a), np.zeros_like(a)
-    return np.stack(
-        [np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2
-    )
+    return np.stack([np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2)
 
 
 def euler_rotation(in_plane: Array, tilt: Array, twist: Array) -> Array:
@@ -191,20 +185,13 @@ def hand_from_angles(
         j = FINGER_ANGLES * finger
         splay = np.radians(_SPLAY[finger]) + a[:, j + 1]
         frame = cupping @ base @ _rot_z(-splay)
-        points, _ = _chain(
-            landmarks[:, first], frame, bones[:, 1 + finger], (a[:, j], a[:, j + 2], a[:, j + 3])
-        )
+        points, _ = _chain(landmarks[:, first], frame, bones[:, 1 + finger], (a[:, j], a[:, j + 2], a[:, j + 3]))
         for k, point in enumerate(points):
             landmarks[:, first + 1 + k] = point
 
     landmarks[:, 1] = palm[:, 0]
     spread, lift, pronation, mcp, ip = (a[:, THUMB + k] for k in range(5))
-    thumb_frame = (
-        base
-        @ _rot_z(-spread)
-        @ _rot_x(lift)
-        @ _rot_y(np.radians(_THUMB_BASE_PRONATION) - pronation)
-    )
+    thumb_frame = base @ _rot_z(-spread) @ _rot_x(lift) @ _rot_y(np.radians(_THUMB_BASE_PRONATION) - pronation)
     points, _ = _chain(landmarks[:, 1], thumb_frame, bones[:, 0], (np.zeros(n), mcp, ip))
     for k, point in enumerate(points):
         landmarks[:, 2 + k] = point
@@ -251,9 +238,7 @@ def natural_rotations(n: int, rng: np.random.Generator) -> Array:
     """(n, 3, 3) orientations a hand can naturally take in front of a phone camera: any turn in
     the image, any twist about the hand axis (palm, side or back to the camera), fingers tilted
     from 30 deg away from to 75 deg towards the camera."""
-    return euler_rotation(
-        rng.uniform(-180.0, 180.0, n), rng.uniform(-30.0, 75.0, n), rng.uniform(-180.0, 180.0, n)
-    )
+    return euler_rotation(rng.uniform(-180.0, 180.0, n), rng.uniform(-30.0, 75.0, n), rng.uniform(-180.0, 180.0, n))
 
 
 class _Hands:
@@ -280,9 +265,7 @@ def _noisy(frames: Frames, rng: np.random.Generator, centre: Array) -> Frames:
     return frames
 
 
-def _rotations(
-    pose: Pose, hands: _Hands, n: int, rng: np.random.Generator, spread: float, orientation: str
-) -> Array:
+def _rotations(pose: Pose, hands: _Hands, n: int, rng: np.random.Generator, spread: float, orientation: str) -> Array:
     if orientation == "natural":
         return natural_rotations(n, rng)
     if orientation != "canonical":

@@ -16,9 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from ghostouch.engine.frames import HANDEDNESS, MIN_MEAN_SQUARE  # noqa: E402
+from ghostouch.engine.frames import HANDEDNESS, MIN_MEAN_SQUARE
 
 Weights = list[npt.NDArray[np.float32]]
 
@@ -95,8 +95,7 @@ def _trainer() -> Any:
             new_m = [beta1 * mi + (1 - beta1) * g for mi, g in zip(m, grads, strict=True)]
             new_v = [beta2 * vi + (1 - beta2) * g * g for vi, g in zip(v, grads, strict=True)]
             new_p = [
-                p - lr_t * correction * mi / (tf.sqrt(vi) + eps)
-                for p, mi, vi in zip(params, new_m, new_v, strict=True)
+                p - lr_t * correction * mi / (tf.sqrt(vi) + eps) for p, mi, vi in zip(params, new_m, new_v, strict=True)
             ]
             return i + 1, new_p, new_m, new_v
 

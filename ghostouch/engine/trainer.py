@@ -151,8 +151,7 @@ def train_gesture_model(
     agree = agreement(lite, originals, float_proba)
     if agree < MIN_AGREEMENT:
         raise ModelCheckFailed(
-            f"the quantized model agrees with the trained one on only {agree:.1%} of frames "
-            f"(need {MIN_AGREEMENT:.0%})"
+            f"the quantized model agrees with the trained one on only {agree:.1%} of frames (need {MIN_AGREEMENT:.0%})"
         )
     float_model = LiteModel.load(tflite_float)
     float_agree = agreement(float_model, originals, float_proba)
@@ -165,7 +164,11 @@ def train_gesture_model(
         "float_variant_agreement": float_agree,
         "input_quantization": {"scale": lite.input_quant[0], "zero_point": lite.input_quant[1]},
         "holdout_per_class_accuracy": dict(zip([g.name for g in gestures], per_class, strict=True)),
-        "holdout_confusion": {"rows": [g.name for g in gestures], "columns": [*[g.name for g in gestures], "no gesture"], "matrix": matrix},
+        "holdout_confusion": {
+            "rows": [g.name for g in gestures],
+            "columns": [*[g.name for g in gestures], "no gesture"],
+            "matrix": matrix,
+        },
         "training_frames": {g.name: len(s) for g, s in zip(gestures, train_sets, strict=True)},
         "training_samples": len(x),
         "timings": timings,

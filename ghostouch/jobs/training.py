@@ -10,6 +10,7 @@ import numpy as np
 
 from ghostouch.config import Settings
 from ghostouch.engine.duplicates import check_duplicate
+from ghostouch.engine.pose_distance import shape_ratio
 from ghostouch.engine.trainer import EngineConfig, GestureFrames, train_gesture_model
 from ghostouch.engine.verify import LiteModel, ModelCheckFailed
 from ghostouch.publishing import publish_model
@@ -17,6 +18,10 @@ from ghostouch.registry import repo
 from ghostouch.storage import ObjectStore, StorageError, build_store
 
 log = logging.getLogger(__name__)
+
+# A recording counts as a duplicate only if its hand shape is this close to the existing gesture
+# (in units of that gesture's distance to the others; see engine/pose_distance.py).
+MAX_DUPLICATE_SHAPE_RATIO = 0.5
 
 
 class JobFailed(Exception):
@@ -42,9 +47,7 @@ def context_for(settings: Settings) -> WorkerContext:
     return _contexts[key]
 
 
-def gesture_training_frames(
-    ctx: WorkerContext, refs: list[str]
-) -> tuple[list[str], np.ndarray]:
+def gesture_training_frames(ctx: WorkerContext, refs: list[str]) -> tuple[list[str], np.ndarray]:
     """Newest sample sets of a gesture up to the per-gesture cap: (refs kept, their frames)."""
     cap = ctx.settings.max_frames_per_gesture
     kept: list[str] = []
@@ -77,15 +80,26 @@ def run_training_job(ctx: WorkerContext, task_id: str, engine_config: EngineConf
     except JobFailed as exc:
         repo.set_job(ctx.db_url, task_id, status="FAILURE", error_info=str(exc), current_step="failed")
     except ModelCheckFailed as exc:
-        repo.set_job(ctx.db_url, task_id, status="FAILURE", current_step="failed",
-                     error_info=f"the exported model failed verification: {exc}")
+        repo.set_job(
+            ctx.db_url,
+            task_id,
+            status="FAILURE",
+            current_step="failed",
+            error_info=f"the exported model failed verification: {exc}",
+        )
     except StorageError as exc:
-        repo.set_job(ctx.db_url, task_id, status="FAILURE", current_step="failed",
-                     error_info=f"could not store the model: {exc}")
+        repo.set_job(
+            ctx.db_url, task_id, status="FAILURE", current_step="failed", error_info=f"could not store the model: {exc}"
+        )
     except Exception as exc:
         log.exception("training job %s failed", task_id)
-        repo.set_job(ctx.db_url, task_id, status="FAILURE", current_step="failed",
-                     error_info=f"internal error while training ({type(exc).__name__}); please retry")
+        repo.set_job(
+            ctx.db_url,
+            task_id,
+            status="FAILURE",
+            current_step="failed",
+            error_info=f"internal error while training ({type(exc).__name__}); please retry",
+        )
 
 
 def _train(ctx: WorkerContext, job: dict[str, Any], step: Any, engine_config: EngineConfig) -> None:
@@ -98,22 +112,6 @@ def _train(ctx: WorkerContext, job: dict[str, Any], step: Any, engine_config: En
     gesture = job["gesture"]
     labels = parent.labels
 
-    if not job["options"].get("allow_duplicate"):
-        step("checking for duplicate gestures")
-        lite = LiteModel.load(ctx.store.get_bytes(parent.artifacts["tflite"]["key"]))
-        verdict = check_duplicate(lite, labels, new_frames, ignore=gesture if gesture in labels else None)
-        if verdict.is_duplicate:
-            repo.set_job(
-                ctx.db_url, task_id, status="DUPLICATE", current_step="duplicate gesture",
-                error_info=(
-                    f"'{gesture}' looks like the existing gesture '{verdict.gesture}' "
-                    f"({verdict.similarity:.0%} of the frames were recognized as it); "
-                    "record a different pose, or send allow_duplicate=true to train it anyway"
-                ),
-                error_detail={"duplicate": verdict.as_dict()},
-            )
-            return
-
     step("collecting training data")
     new_ref = job["sample_ref"]
     infos: list[repo.GestureInfo] = []
@@ -123,6 +121,32 @@ def _train(ctx: WorkerContext, job: dict[str, Any], step: Any, engine_config: En
         kept, frames = gesture_training_frames(ctx, refs)
         infos.append(repo.GestureInfo(g.name, g.output_index, kept, len(frames)))
         training.append(GestureFrames(g.name, frames))
+
+    if not job["options"].get("allow_duplicate"):
+        step("checking for duplicate gestures")
+        lite = LiteModel.load(ctx.store.get_bytes(parent.artifacts["tflite"]["key"]))
+        verdict = check_duplicate(lite, labels, new_frames, ignore=gesture if gesture in labels else None)
+        if verdict.is_duplicate and verdict.gesture is not None:
+            # The parent model's opinion must be backed by the hand shape itself, whatever the angle.
+            known = {t.name: t.frames for t in training}
+            others = [f for name, f in known.items() if name != verdict.gesture]
+            ratio = shape_ratio(new_frames, known[verdict.gesture], others)
+            if ratio <= MAX_DUPLICATE_SHAPE_RATIO:
+                detail = {**verdict.as_dict(), "shape_ratio": round(ratio, 4)}
+                repo.set_job(
+                    ctx.db_url,
+                    task_id,
+                    status="DUPLICATE",
+                    current_step="duplicate gesture",
+                    error_info=(
+                        f"'{gesture}' looks like the existing gesture '{verdict.gesture}' "
+                        f"({verdict.similarity:.0%} of the frames were recognized as it); "
+                        "record a different pose, or send allow_duplicate=true to train it anyway"
+                    ),
+                    error_detail={"duplicate": detail},
+                )
+                return
+
     if gesture not in labels:
         infos.append(repo.GestureInfo(gesture, len(labels), [new_ref], len(new_frames)))
         training.append(GestureFrames(gesture, new_frames[-ctx.settings.max_frames_per_gesture :]))
@@ -138,8 +162,17 @@ def _train(ctx: WorkerContext, job: dict[str, Any], step: Any, engine_config: En
         repo.update_job(s, task_id, status="SUCCESS", current_step="done", result=result, child_code=code)
 
     publish_model(
-        ctx.db_url, ctx.store, code=code, parent_code=parent.code, owner=job["owner"], kind="trained",
-        gestures=infos, tflite_uint8=trained.tflite_uint8, tflite_float=trained.tflite_float,
-        metrics=trained.metrics, training_config=engine_config.describe(),
-        description=f"{parent.code} + {gesture}", in_same_transaction=finish,
+        ctx.db_url,
+        ctx.store,
+        code=code,
+        parent_code=parent.code,
+        owner=job["owner"],
+        kind="trained",
+        gestures=infos,
+        tflite_uint8=trained.tflite_uint8,
+        tflite_float=trained.tflite_float,
+        metrics=trained.metrics,
+        training_config=engine_config.describe(),
+        description=f"{parent.code} + {gesture}",
+        in_same_transaction=finish,
     )

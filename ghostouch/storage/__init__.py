@@ -31,9 +31,7 @@ def build_store(settings: StorageSettings) -> ObjectStore:
         from ghostouch.storage.firebase import FirebaseObjectStore
 
         return FirebaseObjectStore.from_settings(settings)
-    raise StorageError(
-        f"unknown storage backend {settings.backend!r}; expected one of {', '.join(BACKENDS)}"
-    )
+    raise StorageError(f"unknown storage backend {settings.backend!r}; expected one of {', '.join(BACKENDS)}")
 
 
 __all__ = [

@@ -54,9 +54,7 @@ class SelfSignedCredential(fb_credentials.Base):
         except FileNotFoundError:
             raise StorageError(f"Firebase service account file {str(path)!r} not found") from None
         except (OSError, ValueError, KeyError) as exc:
-            raise StorageError(
-                f"cannot load the Firebase service account from {str(path)!r}: {describe(exc)}"
-            ) from exc
+            raise StorageError(f"cannot load the Firebase service account from {str(path)!r}: {describe(exc)}") from exc
 
     @property
     def project_id(self) -> str | None:
@@ -132,15 +130,11 @@ class FirebaseObjectStore(ObjectStore):
             raise StorageError("no Firebase storage bucket configured")
         if not 0 < link_ttl_seconds <= MAX_SIGNED_URL_TTL:
             raise StorageError(
-                f"link_ttl_seconds must be between 1 and {MAX_SIGNED_URL_TTL} "
-                "(the limit of v4 signed URLs)"
+                f"link_ttl_seconds must be between 1 and {MAX_SIGNED_URL_TTL} (the limit of v4 signed URLs)"
             )
         emulator = os.environ.get(EMULATOR_ENV)
         if emulator and not emulator.startswith(("http://", "https://")):
-            raise StorageError(
-                f"{EMULATOR_ENV} must include the scheme, e.g. http://127.0.0.1:9023 "
-                f"(got {emulator!r})"
-            )
+            raise StorageError(f"{EMULATOR_ENV} must include the scheme, e.g. http://127.0.0.1:9023 (got {emulator!r})")
         self._bucket_name = bucket_name
         self._public_links = public_links
         self._ttl = int(link_ttl_seconds)
@@ -163,9 +157,7 @@ class FirebaseObjectStore(ObjectStore):
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> FirebaseObjectStore:
         if settings.firebase_credentials is None:
-            raise StorageError(
-                "the Firebase backend needs a service account file (FIREBASE_CREDENTIALS)"
-            )
+            raise StorageError("the Firebase backend needs a service account file (FIREBASE_CREDENTIALS)")
         if not settings.firebase_bucket:
             raise StorageError("the Firebase backend needs a bucket (FIREBASE_STORAGE_BUCKET)")
         return cls(
@@ -174,9 +166,7 @@ class FirebaseObjectStore(ObjectStore):
             project_id=settings.firebase_project_id,
             public_links=settings.public_links,
             link_ttl_seconds=settings.link_ttl_seconds,
-            retry_policy=RetryPolicy(
-                attempts=settings.retry_attempts, base_delay=settings.retry_base_delay
-            ),
+            retry_policy=RetryPolicy(attempts=settings.retry_attempts, base_delay=settings.retry_base_delay),
         )
 
     @property
@@ -207,9 +197,7 @@ class FirebaseObjectStore(ObjectStore):
         blob = self._bucket.blob(key)
         no_bucket = StorageError(f"cannot store {key!r}: {self.description} does not exist")
         with _translated(f"uploading {key!r} to {self.description}", not_found=no_bucket):
-            blob.upload_from_string(
-                data, content_type=content_type, timeout=self._timeout, retry=None
-            )
+            blob.upload_from_string(data, content_type=content_type, timeout=self._timeout, retry=None)
         return blob
 
     def _write(self, key: str, data: bytes, content_type: str) -> None:
@@ -233,16 +221,14 @@ class FirebaseObjectStore(ObjectStore):
                 expected = fn(data)
                 if value != expected:
                     raise TransientError(
-                        f"checksum mismatch after uploading {key!r}: server {name} {value}, "
-                        f"expected {expected}"
+                        f"checksum mismatch after uploading {key!r}: server {name} {value}, expected {expected}"
                     )
             return
         stored = self._read(key)
         got = sha256_hex(stored)
         if got != digest:
             raise TransientError(
-                f"checksum mismatch after uploading {key!r}: expected sha256 {digest}, "
-                f"read back {got}"
+                f"checksum mismatch after uploading {key!r}: expected sha256 {digest}, read back {got}"
             )
 
     def _read(self, key: str) -> bytes:
@@ -266,9 +252,7 @@ class FirebaseObjectStore(ObjectStore):
 
     def _list(self, prefix: str) -> list[str]:
         with _translated(f"listing {prefix!r} in {self.description}"):
-            blobs = self._bucket.list_blobs(
-                prefix=prefix or None, timeout=self._timeout, retry=None
-            )
+            blobs = self._bucket.list_blobs(prefix=prefix or None, timeout=self._timeout, retry=None)
             return [blob.name for blob in blobs if is_valid_key(blob.name)]
 
     def _make_public(self, key: str) -> None:

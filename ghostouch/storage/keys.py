@@ -13,8 +13,7 @@ def _check_segment(segment: str, key: str) -> None:
         raise ValueError(f"invalid storage key {key!r}: empty path segment")
     if _SEGMENT.fullmatch(segment) is None:
         raise ValueError(
-            f"invalid storage key {key!r}: segment {segment!r} may only contain "
-            "ASCII letters, digits, '.', '_' and '-'"
+            f"invalid storage key {key!r}: segment {segment!r} may only contain ASCII letters, digits, '.', '_' and '-'"
         )
     if set(segment) == {"."}:
         raise ValueError(f"invalid storage key {key!r}: segment {segment!r} is not allowed")

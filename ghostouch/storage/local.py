@@ -20,9 +20,7 @@ from ghostouch.storage.signing import LinkInvalid, sign_path, verify_link
 # Temporary files carry a '~', which no valid key segment can contain, so they never show
 # up in listings and can never collide with an object.
 _TMP_SUFFIX = "~tmp"
-_TRANSIENT_ERRNOS = frozenset(
-    {errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.EIO, errno.ETIMEDOUT, errno.ESTALE}
-)
+_TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.EIO, errno.ETIMEDOUT, errno.ESTALE})
 
 
 def _os_failure(exc: OSError, what: str) -> Exception:
@@ -83,9 +81,7 @@ class LocalObjectStore(ObjectStore):
             signing_secret=settings.signing_secret,
             link_ttl_seconds=settings.link_ttl_seconds,
             public_links=settings.public_links,
-            retry_policy=RetryPolicy(
-                attempts=settings.retry_attempts, base_delay=settings.retry_base_delay
-            ),
+            retry_policy=RetryPolicy(attempts=settings.retry_attempts, base_delay=settings.retry_base_delay),
         )
 
     @property
@@ -142,9 +138,7 @@ class LocalObjectStore(ObjectStore):
             raise StorageError(f"{what}: a folder of that name exists (it has objects below it)")
         tmp_name: str | None = None
         try:
-            fd, tmp_name = tempfile.mkstemp(
-                dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX
-            )
+            fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
             with os.fdopen(fd, "wb") as handle:
                 os.fchmod(handle.fileno(), 0o644)
                 handle.write(data)

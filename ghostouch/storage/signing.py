@@ -51,9 +51,7 @@ def sign_path(key: str, secret: bytes, ttl: int, now: float | None = None) -> tu
     return expires, _mac(key, expires, bytes(secret))
 
 
-def verify_link(
-    key: str, expires: int | str, sig: str, secret: bytes, now: float | None = None
-) -> None:
+def verify_link(key: str, expires: int | str, sig: str, secret: bytes, now: float | None = None) -> None:
     """Check a link made by `sign_path`; raise `LinkInvalid` or `LinkExpired` when refused.
 
     `expires` and `sig` may be passed straight from the query string. The signature is

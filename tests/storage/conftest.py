@@ -89,9 +89,7 @@ def token_trap() -> Iterator[TokenTrap]:
 
 
 @pytest.fixture(scope="session")
-def service_account(
-    tmp_path_factory: pytest.TempPathFactory, token_trap: TokenTrap
-) -> ServiceAccount:
+def service_account(tmp_path_factory: pytest.TempPathFactory, token_trap: TokenTrap) -> ServiceAccount:
     """A service-account JSON with a fresh RSA key; its token_uri points at the trap."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
@@ -145,9 +143,7 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]
     url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
         try:
-            proc = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         except OSError as exc:
             unavailable(f"cannot start the storage emulator ({command[0]}): {exc}")
             raise  # unreachable: unavailable() raises

@@ -59,9 +59,7 @@ def test_round_trip(firebase_store: Any, unique_prefix: str) -> None:
     firebase_store.delete(key)
     assert not firebase_store.exists(key)
     firebase_store.delete(key)  # absent: no error
-    assert firebase_store.list_keys(f"{unique_prefix}/models/") == [
-        f"{unique_prefix}/models/other.tflite"
-    ]
+    assert firebase_store.list_keys(f"{unique_prefix}/models/") == [f"{unique_prefix}/models/other.tflite"]
 
 
 def test_overwrite_and_content_type(firebase_store: Any, unique_prefix: str) -> None:
@@ -265,9 +263,7 @@ def test_unreachable_server_is_retried(
     assert isinstance(info.value.__cause__, TransientError)
 
 
-def test_configuration_errors(
-    tmp_path: Path, service_account: ServiceAccount, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_configuration_errors(tmp_path: Path, service_account: ServiceAccount, monkeypatch: pytest.MonkeyPatch) -> None:
     base: dict[str, Any] = {
         "backend": "firebase",
         "data_dir": tmp_path,

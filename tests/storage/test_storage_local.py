@@ -104,9 +104,7 @@ def test_list_and_delete(store: LocalObjectStore) -> None:
     assert store.list_keys("m/a/") == ["m/a/1.tflite", "m/a/2.tflite"]
     assert store.list_keys("m/a") == ["m/a/1.tflite", "m/a/2.tflite", "m/ab/3.tflite"]
     assert store.list_keys("m/") == ["m/a/1.tflite", "m/a/2.tflite", "m/ab/3.tflite", "m/b.json"]
-    assert store.list_keys("") == sorted(
-        ["m/a/1.tflite", "m/a/2.tflite", "m/ab/3.tflite", "m/b.json", "other.bin"]
-    )
+    assert store.list_keys("") == sorted(["m/a/1.tflite", "m/a/2.tflite", "m/ab/3.tflite", "m/b.json", "other.bin"])
     assert store.list_keys("zzz/") == []
     assert store.list_keys("other.bin/") == []
     store.delete("m/a/1.tflite")
@@ -281,9 +279,7 @@ class FlakyDisk(LocalObjectStore):
 
 def test_store_retries_transient_failures(tmp_path: Path) -> None:
     sleeps: list[float] = []
-    store = FlakyDisk(
-        tmp_path / "objects", public_url=BASE_URL, signing_secret=SECRET, sleep=sleeps.append
-    )
+    store = FlakyDisk(tmp_path / "objects", public_url=BASE_URL, signing_secret=SECRET, sleep=sleeps.append)
     store.put_bytes("a.bin", b"data")
     assert store.writes == 3
     assert len(sleeps) == 2

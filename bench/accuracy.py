@@ -1,0 +1,325 @@
+"""Incremental-personalization accuracy of the engine vs the seed-style baseline, on real data.
+
+Protocol (per dataset, repeated with different class roles): a base model is trained on some
+classes; each new class is then added from ONE window of 100 consecutive frames, exactly as the
+worker does it (duplicate check with the parent's exported uint8 model, then
+`train_gesture_model` on the parent's gestures plus the new one). Evaluation runs the final
+uint8 TFLite model through LiteRT with the apps' quantization, on frames at least 100 frames
+away from every training window. One class per repetition is never trained ("unknown").
+
+    .venv/bin/python -m bench.accuracy               # full run (~minutes)
+    .venv/bin/python -m bench.accuracy --quick       # fewer repetitions, no baseline
+    .venv/bin/python -m bench.accuracy --speed       # warm train+export+verify timing
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from bench.datasets import Dataset, ghostouch_base_v1_mask, load_all
+from ghostouch.engine.duplicates import check_duplicate
+from ghostouch.engine.frames import app_view
+from ghostouch.engine.model import predict_proba
+from ghostouch.engine.trainer import EngineConfig, GestureFrames, train_gesture_model
+from ghostouch.engine.verify import LiteModel
+
+Index = npt.NDArray[np.int64]
+Frames = npt.NDArray[np.float32]
+GAP = 100  # evaluation frames are at least this many frames from every training window
+NEW_WINDOW = 100
+BASE_WINDOW = 200
+MAX_TEST = 400  # evaluation frames per class and repetition (random subsample)
+
+
+@dataclass
+class Scenario:
+    dataset: Dataset
+    rep: int
+    base: list[str]
+    new: list[str]
+    unknown: list[str]
+    train: dict[str, Index] = field(default_factory=dict)
+    test: dict[str, Index] = field(default_factory=dict)
+    probe: dict[str, Index] = field(default_factory=dict)  # held-out block (duplicate probe)
+
+    def frames(self, name: str, rows: Index) -> Frames:
+        return self.dataset.frames[name][rows]
+
+
+def _windows(pos: Index, length: int) -> list[int]:
+    """Start rows of windows of `length` rows that are consecutive frames."""
+    return [s for s in range(len(pos) - length + 1) if pos[s + length - 1] - pos[s] == length - 1]
+
+
+def _far(pos: Index, taken: Index) -> npt.NDArray[np.bool_]:
+    if len(taken) == 0:
+        return np.ones(len(pos), bool)
+    return np.asarray(np.abs(pos[:, None] - pos[taken][None, :]).min(axis=1) >= GAP)
+
+
+def _block_split(ds: Dataset, name: str, length: int, rng: np.random.Generator) -> tuple:
+    pos = ds.positions[name]
+    # Prefer windows that leave at least a probe block and some test frames far away; shorten
+    # the window of a short class (down to NEW_WINDOW) rather than leave nothing to test.
+    for size in sorted({length, NEW_WINDOW}, reverse=True):
+        starts = _windows(pos, size) or [0]
+        far_count = [int(_far(pos, np.arange(s, s + size)).sum()) for s in starts]
+        good = [s for s, c in zip(starts, far_count, strict=True) if c >= NEW_WINDOW + 50]
+        if good:
+            break
+    length = size
+    s = int(rng.choice(good)) if good else starts[int(np.argmax(far_count))]
+    train = np.arange(s, min(s + length, len(pos)))
+    far = np.flatnonzero(_far(pos, train))
+    probe_starts = [i for i in range(len(far) - NEW_WINDOW + 1)
+                    if far[i + NEW_WINDOW - 1] - far[i] == NEW_WINDOW - 1]  # fmt: skip
+    probe = far[: 0]
+    if probe_starts:
+        p = int(rng.choice(probe_starts))
+        probe = far[p : p + NEW_WINDOW]
+    test = far if len(far) <= MAX_TEST else np.sort(rng.choice(far, MAX_TEST, replace=False))
+    return train, test, probe
+
+
+def sequential_scenarios(ds: Dataset, reps: int, seed: int) -> list[Scenario]:
+    out = []
+    classes = ds.classes
+    for rep in range(reps):
+        rng = np.random.default_rng(seed + 1000 * rep)
+        unknown = classes[rep % len(classes)]
+        rest = [c for c in classes if c != unknown]
+        rest = [rest[i] for i in rng.permutation(len(rest))]
+        n_base = math.ceil(len(rest) / 2)
+        sc = Scenario(ds, rep, rest[:n_base], rest[n_base:], [unknown])
+        for name in classes:
+            length = BASE_WINDOW if name in sc.base else NEW_WINDOW
+            if name == unknown:
+                train, _, _ = _block_split(ds, name, NEW_WINDOW, rng)
+                sc.probe[name] = train  # a genuinely new gesture posted to the models
+                all_rows = np.arange(len(ds.positions[name]))
+                sc.test[name] = all_rows if len(all_rows) <= MAX_TEST else np.sort(
+                    rng.choice(all_rows, MAX_TEST, replace=False))  # fmt: skip
+                continue
+            sc.train[name], sc.test[name], sc.probe[name] = _block_split(ds, name, length, rng)
+        out.append(sc)
+    return out
+
+
+def ghostouch_scenarios(ds: Dataset, reps: int) -> list[Scenario]:
+    """Rows are shuffled: base = base_v1 rows, old-class test = the v0-only rows; `one` is
+    trained from its first 60 rows and tested on the rest. Later repetitions leave one base
+    class out as the never-trained gesture."""
+    masks = ghostouch_base_v1_mask(ds)
+    base = ["paper", "rock", "scissors"]
+    out = []
+    for rep in range(min(reps, 4)):
+        unknown = [] if rep == 0 else [base[rep - 1]]
+        sc = Scenario(ds, rep, [b for b in base if b not in unknown], ["one"], unknown)
+        for name in base:
+            rows = np.arange(len(ds.frames[name]))
+            if name in unknown:
+                sc.test[name] = rows
+                sc.probe[name] = rows[masks[name]][:NEW_WINDOW]
+            else:
+                sc.train[name], sc.test[name] = rows[masks[name]], rows[~masks[name]]
+                sc.probe[name] = sc.test[name]
+        sc.train["one"], sc.test["one"] = np.arange(60), np.arange(60, len(ds.frames["one"]))
+        sc.probe["one"] = sc.test["one"]
+        out.append(sc)
+    return out
+
+
+@dataclass
+class Tally:
+    new: list[float] = field(default_factory=list)
+    old: list[float] = field(default_factory=list)
+    false_accept: list[float] = field(default_factory=list)
+    dup_tp: list[bool] = field(default_factory=list)
+    dup_fp: list[bool] = field(default_factory=list)
+    agreement: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def row(self) -> dict[str, float]:
+        def mean(v: list) -> float:
+            return float(np.mean(v)) if v else float("nan")
+
+        return {
+            "new_recall": mean(self.new), "old_accuracy": mean(self.old),
+            "false_accept": mean(self.false_accept), "dup_tp": mean(self.dup_tp),
+            "dup_fp": mean(self.dup_fp), "agreement": min(self.agreement, default=float("nan")),
+            "s_per_increment": float(np.median(self.seconds)) if self.seconds else float("nan"),
+            "n_dup_tp": len(self.dup_tp), "n_dup_fp": len(self.dup_fp),
+        }  # fmt: skip
+
+
+def recognized(proba: Frames, label: int) -> float:
+    return float(np.mean((proba.argmax(axis=1) == label) & (proba.max(axis=1) >= 0.5)))
+
+
+# A system under test: train(gestures, parent) -> (model, lite, seconds), dup(parent, frames).
+Trainer = Callable[[list[tuple[str, Frames]], object | None], tuple[object, LiteModel, float]]
+DupCheck = Callable[[object, LiteModel, list[str], Frames], bool]
+
+
+def run_scenario(sc: Scenario, train: Trainer, dup: DupCheck, tally: Tally, agree: Callable) -> None:
+    gestures = [(name, sc.frames(name, sc.train[name])) for name in sc.base]
+    parent, lite, _ = train(gestures, None)
+    for name in sc.new:
+        labels = [g for g, _ in gestures]
+        for known in labels:  # a held-out block of a known gesture under a new name
+            if len(sc.probe[known]):
+                tally.dup_tp.append(dup(parent, lite, labels, sc.frames(known, sc.probe[known])))
+        new_frames = sc.frames(name, sc.train[name])
+        tally.dup_fp.append(dup(parent, lite, labels, new_frames))
+        gestures = [*gestures, (name, new_frames)]
+        parent, lite, seconds = train(gestures, parent)
+        tally.seconds.append(seconds)
+    labels = [g for g, _ in gestures]
+    for i, name in enumerate(labels):
+        proba = lite.predict_proba(sc.frames(name, sc.test[name]))
+        (tally.new if name in sc.new else tally.old).append(recognized(proba, i))
+    for name in sc.unknown:
+        proba = lite.predict_proba(sc.frames(name, sc.test[name]))
+        tally.false_accept.append(float(np.mean(proba.max(axis=1) >= 0.5)))
+        tally.dup_fp.append(dup(parent, lite, labels, sc.frames(name, sc.probe[name])))
+    test = np.concatenate([sc.frames(n, sc.test[n]) for n in [*labels, *sc.unknown]])
+    tally.agreement.append(agree(parent, lite, test))
+
+
+def ours(cfg: EngineConfig) -> tuple[Trainer, DupCheck, Callable]:
+    def train(gestures: list[tuple[str, Frames]], parent: object | None) -> tuple:
+        t = time.perf_counter()
+        model = train_gesture_model([GestureFrames(n, f) for n, f in gestures], cfg)
+        seconds = time.perf_counter() - t
+        return model, LiteModel.load(model.tflite_uint8), seconds
+
+    def dup(parent: object, lite: LiteModel, labels: list[str], frames: Frames) -> bool:
+        return check_duplicate(lite, labels, frames).is_duplicate
+
+    def agree(model: object, lite: LiteModel, frames: Frames) -> float:
+        float_top = predict_proba(model.weights, app_view(frames)).argmax(axis=1)  # type: ignore[attr-defined]
+        return float(np.mean(lite.predict_proba(frames).argmax(axis=1) == float_top))
+
+    return train, dup, agree
+
+
+def baseline() -> tuple[Trainer, DupCheck, Callable]:
+    from bench import seed_baseline
+
+    def train(gestures: list[tuple[str, Frames]], parent: object | None) -> tuple:
+        t = time.perf_counter()
+        model = seed_baseline.train(gestures, parent)  # type: ignore[arg-type]
+        seconds = time.perf_counter() - t
+        return model, LiteModel.load(model.tflite_uint8), seconds
+
+    def dup(parent: object, lite: LiteModel, labels: list[str], frames: Frames) -> bool:
+        return seed_baseline.is_duplicate(parent, frames)  # type: ignore[arg-type]
+
+    def agree(model: object, lite: LiteModel, frames: Frames) -> float:
+        keras_top = model.model.predict(app_view(frames), verbose=0).argmax(axis=1)  # type: ignore[attr-defined]
+        return float(np.mean(lite.predict_proba(frames).argmax(axis=1) == keras_top))
+
+    return train, dup, agree
+
+
+def scenarios_for(ds: Dataset, reps: int, seed: int) -> list[Scenario]:
+    return ghostouch_scenarios(ds, reps) if ds.name == "ghostouch" else sequential_scenarios(
+        ds, reps, seed)  # fmt: skip
+
+
+COLUMNS = [("new_recall", "new recall"), ("old_accuracy", "old acc"), ("false_accept", "unknown FA"),
+           ("dup_tp", "dup TP"), ("dup_fp", "dup FP"), ("agreement", "u8 agree"),
+           ("s_per_increment", "s/incr")]  # fmt: skip
+
+
+def table(results: dict[tuple[str, str], dict[str, float]]) -> str:
+    head = "| dataset | system | " + " | ".join(c for _, c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    for (ds, system), row in results.items():
+        cells = [f"{row[k]:.2f}" if k == "s_per_increment" else f"{100 * row[k]:.1f} %"
+                 for k, _ in COLUMNS]  # fmt: skip
+        lines.append(f"| {ds} | {system} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ratios(results: dict[tuple[str, str], dict[str, float]]) -> str:
+    lines = []
+    for (ds, system), row in results.items():
+        base = results.get((ds, "baseline"))
+        if system != "ours" or base is None:
+            continue
+        parts = [f"{c}: {row[k] / base[k]:.2f}x" if base[k] else f"{c}: n/a" for k, c in COLUMNS]
+        lines.append(f"- {ds} (ours / baseline): " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def speed(runs: int) -> None:
+    from bench.datasets import load_ghostouch, load_keypoints
+
+    g = load_ghostouch()
+    kin = load_keypoints("kinivi-4class")
+    sets = {
+        "ghostouch p/r/s/one (100/100/100/92)": [
+            GestureFrames(n, g.frames[n][:100]) for n in ("paper", "rock", "scissors", "one")],
+        "kinivi 4 x 250": [GestureFrames(n, f[300:550]) for n, f in kin.frames.items()],
+    }  # fmt: skip
+    train_gesture_model(sets["kinivi 4 x 250"], EngineConfig())  # warm-up
+    for label, gestures in sets.items():
+        totals, parts = [], []
+        for i in range(runs):
+            t = time.perf_counter()
+            model = train_gesture_model(gestures, EngineConfig(seed=i))
+            totals.append(time.perf_counter() - t)
+            parts.append(model.metrics["timings"])
+        med = {k: float(np.median([p[k] for p in parts])) for k in parts[0]}
+        print(f"{label}: total median {np.median(totals):.3f} s (min {min(totals):.3f}, "
+              f"max {max(totals):.3f}), " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=4, help="repetitions per dataset")
+    parser.add_argument("--quick", action="store_true", help="2 repetitions, no baseline")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--datasets", nargs="*", help="names to run (default: all)")
+    parser.add_argument("--speed", type=int, nargs="?", const=15, help="timing runs only")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.speed:
+        speed(args.speed)
+        return
+    reps = 2 if args.quick else args.reps
+    systems = {"ours": ours(EngineConfig())}
+    if not (args.quick or args.no_baseline):
+        systems["baseline"] = baseline()
+    results: dict[tuple[str, str], dict[str, float]] = {}
+    t0 = time.perf_counter()
+    for ds in load_all():
+        if args.datasets and ds.name not in args.datasets:
+            continue
+        for note in ds.notes:
+            print(f"[{ds.name}] {note}")
+        scs = scenarios_for(ds, reps, args.seed)
+        for system, (train, dup, agree) in systems.items():
+            tally = Tally()
+            for sc in scs:
+                run_scenario(sc, train, dup, tally, agree)
+            results[(f"{ds.name} ({ds.kind})", system)] = tally.row()
+            print(f"[{ds.name}] {system}: {tally.row()}  ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+    print()
+    print(table(results))
+    print()
+    print(ratios(results))
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The real hand-landmark datasets of `../shared/data`, as frames in the apps' format.
+
+* `ghostouch`: MediaPipe world landmarks exactly as the apps send them (rows shuffled).
+* `kinivi-4class`, `tradulibras-libras`: 2-D image keypoints (wrist-relative, max-abs
+  normalized) turned into frames: landmarks scaled so the wrist-relative extent is 0.09 m,
+  centred on landmark 9, z = 0, handedness 1 (right). Rows are consecutive video frames.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+Frames = npt.NDArray[np.float32]
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+KEYPOINT_EXTENT_M = 0.09
+
+
+@dataclass
+class Dataset:
+    name: str
+    kind: str  # "world" (3-D MediaPipe world landmarks) or "2d" (image keypoints, z = 0)
+    frames: dict[str, Frames]  # per class, in file order
+    sequential: bool  # rows are consecutive video frames (block splits needed)
+    # Row numbers in the source file: "frames apart" for sequential data. Default: 0..n-1.
+    positions: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name, frames in self.frames.items():
+            self.positions.setdefault(name, np.arange(len(frames)))
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.frames)
+
+
+def _read_labelled_csv(path: Path) -> tuple[list[str], Frames]:
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        rows = [r for r in csv.reader(f) if r]
+    body = rows[1:] if rows[0][0].strip() == "label" else rows
+    labels = [r[0].strip() for r in body]
+    values = np.asarray([[float(v) for v in r[1:]] for r in body], dtype=np.float32)
+    return labels, values
+
+
+def keypoints_to_frames(keypoints: npt.ArrayLike) -> Frames:
+    """[n, 42] wrist-relative, max-abs normalized 2-D keypoints -> [n, 64] frames (z = 0)."""
+    kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, 21, 2) * KEYPOINT_EXTENT_M
+    kp = kp - kp[:, 9:10, :]
+    pts = np.zeros((len(kp), 21, 3))
+    pts[:, :, :2] = kp
+    frames = np.zeros((len(kp), 64), np.float32)
+    frames[:, :63] = pts.reshape(len(kp), 63)
+    frames[:, 63] = 1.0
+    return frames
+
+
+def load_ghostouch(data_dir: Path = DATA_DIR) -> Dataset:
+    """paper/rock/scissors of `base_v1_v0_359rows.csv` and `one`, minus rows copied from others.
+
+    The last 21 rows of `incremental_hand_landmarks_one.csv` are exact copies of `paper` rows of
+    the v0 base file; they are dropped here (and reported as a note).
+    """
+    root = data_dir / "ghostouch"
+    labels, values = _read_labelled_csv(root / "base_v1_v0_359rows.csv")
+    frames: dict[str, Frames] = {}
+    for name in ("paper", "rock", "scissors"):
+        frames[name] = values[[i for i, lab in enumerate(labels) if lab == name]]
+    _, one = _read_labelled_csv(root / "incremental_hand_landmarks_one.csv")
+    others = np.concatenate(list(frames.values()))
+    gap = np.abs(one[:, None, :] - others[None, :, :]).max(axis=2).min(axis=1)
+    copied = gap < 1e-6
+    frames["one"] = one[~copied]
+    notes = [f"one: dropped {int(copied.sum())} rows that are exact copies of base rows"]
+    return Dataset("ghostouch", "world", frames, sequential=False, notes=notes)
+
+
+def ghostouch_base_v1_mask(dataset: Dataset, data_dir: Path = DATA_DIR) -> dict[str, np.ndarray]:
+    """Per base class, which rows (of the v0 file) are also in `base_v1.csv`."""
+    labels, values = _read_labelled_csv(data_dir / "ghostouch" / "base_v1.csv")
+    masks = {}
+    for name in ("paper", "rock", "scissors"):
+        v1 = values[[i for i, lab in enumerate(labels) if lab == name]]
+        rows = dataset.frames[name]
+        gap = np.abs(rows[:, None, :] - v1[None, :, :]).max(axis=2).min(axis=1)
+        masks[name] = gap < 1e-6
+    return masks
+
+
+def load_keypoints(name: str, data_dir: Path = DATA_DIR) -> Dataset:
+    root = data_dir / name
+    with (root / "keypoint_classifier_label.csv").open(encoding="utf-8-sig") as f:
+        names = [line.strip() for line in f if line.strip()]
+    raw = np.loadtxt(root / "keypoint.csv", delimiter=",", dtype=np.float64)
+    index = raw[:, 0].astype(int)
+    frames = keypoints_to_frames(raw[:, 1:])
+    per_class = {names[c]: frames[index == c] for c in range(len(names)) if np.any(index == c)}
+    # Positions in the file (rows of one class are consecutive video frames, possibly in several
+    # recording blocks): keep them so that "far from the training window" is measured in frames.
+    positions = {names[c]: np.flatnonzero(index == c) for c in range(len(names)) if np.any(index == c)}
+    return Dataset(name, "2d", per_class, sequential=True, positions=positions)
+
+
+def load_all(data_dir: Path = DATA_DIR) -> list[Dataset]:
+    return [
+        load_ghostouch(data_dir),
+        load_keypoints("kinivi-4class", data_dir),
+        load_keypoints("tradulibras-libras", data_dir),
+    ]
