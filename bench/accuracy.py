@@ -80,7 +80,7 @@ def _block_split(ds: Dataset, name: str, length: int, rng: np.random.Generator) 
     far = np.flatnonzero(_far(pos, train))
     probe_starts = [i for i in range(len(far) - NEW_WINDOW + 1)
                     if far[i + NEW_WINDOW - 1] - far[i] == NEW_WINDOW - 1]  # fmt: skip
-    probe = far[: 0]
+    probe = far[:0]
     if probe_starts:
         p = int(rng.choice(probe_starts))
         probe = far[p : p + NEW_WINDOW]
@@ -279,8 +279,10 @@ def speed(runs: int) -> None:
             totals.append(time.perf_counter() - t)
             parts.append(model.metrics["timings"])
         med = {k: float(np.median([p[k] for p in parts])) for k in parts[0]}
-        print(f"{label}: total median {np.median(totals):.3f} s (min {min(totals):.3f}, "
-              f"max {max(totals):.3f}), " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()))
+        print(
+            f"{label}: total median {np.median(totals):.3f} s (min {min(totals):.3f}, "
+            f"max {max(totals):.3f}), " + ", ".join(f"{k} {v:.3f}" for k, v in med.items())
+        )
 
 
 def main() -> None:
@@ -312,8 +314,7 @@ def main() -> None:
             for sc in scs:
                 run_scenario(sc, train, dup, tally, agree)
             results[(f"{ds.name} ({ds.kind})", system)] = tally.row()
-            print(f"[{ds.name}] {system}: {tally.row()}  ({time.perf_counter() - t0:.0f} s)",
-                  flush=True)
+            print(f"[{ds.name}] {system}: {tally.row()}  ({time.perf_counter() - t0:.0f} s)", flush=True)
     print()
     print(table(results))
     print()

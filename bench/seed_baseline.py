@@ -78,9 +78,7 @@ def export_uint8(model: keras.Model, frames: Frames) -> bytes:
         for row in calib:
             yield [row[None, :]]
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [serve.get_concrete_function()], model
-    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -90,9 +88,7 @@ def export_uint8(model: keras.Model, frames: Frames) -> bytes:
         return bytes(converter.convert())
 
 
-def train(
-    gestures: list[tuple[str, Frames]], parent: SeedModel | None = None, seed: int = 0
-) -> SeedModel:
+def train(gestures: list[tuple[str, Frames]], parent: SeedModel | None = None, seed: int = 0) -> SeedModel:
     """Train on every gesture's frames (the parent's gestures first), as the seed did."""
     keras.utils.set_random_seed(seed)
     x = app_view(np.concatenate([f for _, f in gestures]))

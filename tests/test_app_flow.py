@@ -63,7 +63,7 @@ def test_synthetic_gesture_is_learned_and_parent_indices_kept(service: Service) 
 def test_a_rerecorded_base_gesture_is_a_duplicate(service: Service) -> None:
     frames = hands.generate_recording("rock", 100, np.random.default_rng(5), handedness=0.0).tolist()
     r = httpx.post(f"{service.url}/train", json={"model_code": "base_v1", "gesture": "fist", "landmarks": frames})
-    body, seen = poll_like_android(service.url, r.json()["task_id"])
+    body, _ = poll_like_android(service.url, r.json()["task_id"])
     assert body["status"] == "DUPLICATE" and "'rock'" in body["error_info"]
     assert body["error_detail"]["duplicate"]["existing_gesture"] == "rock"
     assert body["error_detail"]["duplicate"]["similarity"] >= 0.6
@@ -90,6 +90,8 @@ def test_android_flow_on_real_recordings(service: Service, shared_data: Path) ->
     older = read_frames_csv(shared_data / "ghostouch" / "base_v1_v0_359rows.csv")["paper"]
     unseen_paper = [row.tolist() for row in older if tuple(np.round(row, 6)) not in known]
     assert len(unseen_paper) >= 20
-    r = httpx.post(f"{service.url}/train", json={"model_code": "base_v1", "gesture": "hello", "landmarks": unseen_paper})
+    r = httpx.post(
+        f"{service.url}/train", json={"model_code": "base_v1", "gesture": "hello", "landmarks": unseen_paper}
+    )
     dup, _ = poll_like_android(service.url, r.json()["task_id"])
     assert dup["status"] == "DUPLICATE" and dup["error_detail"]["duplicate"]["existing_gesture"] == "paper"

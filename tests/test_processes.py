@@ -26,8 +26,12 @@ def post_recording(url: str, pose: str, seed: int, **extra: object) -> httpx.Res
 def test_embedded_serve_trains_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
     env = service_env(tmp_path / "data", None, port)
-    proc = subprocess.Popen([sys.executable, "-m", "ghostouch.cli", "serve", "--port", str(port)],
-                            env=env, stdout=(tmp_path / "serve.log").open("wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ghostouch.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=(tmp_path / "serve.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
 

@@ -37,6 +37,16 @@ def describe(state: ApiState, model: repo.ModelInfo) -> dict[str, Any]:
     }
 
 
+def _summary(m: repo.ModelInfo) -> dict[str, Any]:
+    return {
+        "model_code": m.code,
+        "parent_code": m.parent_code,
+        "kind": m.kind,
+        "labels": m.labels,
+        "created_at": m.created_at,
+    }
+
+
 @router.get("")
 def list_models(
     state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
@@ -44,14 +54,7 @@ def list_models(
     """The caller's model versions, oldest first, and the shared base models."""
     mine = repo.list_models(state.db_url, owner)
     bases = repo.list_models(state.db_url, repo.SYSTEM_OWNER)
-    row = lambda m: {
-        "model_code": m.code,
-        "parent_code": m.parent_code,
-        "kind": m.kind,  # noqa: E731
-        "labels": m.labels,
-        "created_at": m.created_at,
-    }
-    return {"models": [row(m) for m in mine], "bases": [row(m) for m in bases]}
+    return {"models": [_summary(m) for m in mine], "bases": [_summary(m) for m in bases]}
 
 
 @router.get("/{code}")

@@ -1,0 +1,160 @@
+"""The registry on SQLite and on a real PostgreSQL (127.0.0.1:5432, own throwaway database)."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ghostouch.registry import repo
+from ghostouch.registry.db import get_engine, migrate, session_scope
+from ghostouch.storage import LocalObjectStore
+from tests.conftest import IN_CI
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_url() -> Iterator[str]:
+    import psycopg
+
+    name = f"ghostouch_test_{secrets.token_hex(4)}"
+    try:
+        with psycopg.connect(
+            PG_ADMIN.replace("postgresql://", "postgresql://", 1), autocommit=True, connect_timeout=3
+        ) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is required under CI: {exc}")
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {exc}")
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    yield url
+    get_engine(url).dispose()
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'registry.sqlite3'}"
+        migrate(url)
+        yield url
+        return
+    gen = _postgres_url()
+    url = next(gen)
+    migrate(url)
+    yield url
+    next(gen, None)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalObjectStore:
+    return LocalObjectStore(tmp_path / "objects", public_url="http://127.0.0.1:1", signing_secret=b"k" * 32)
+
+
+def frames(seed: int, n: int = 50) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 0.03, (n, 64)).astype(np.float32)
+
+
+def test_migrations_are_idempotent(db_url: str) -> None:
+    migrate(db_url)
+    migrate(db_url)
+    assert repo.get_model(db_url, "base_v1") is None
+
+
+def test_sample_sets_are_stored_once_and_round_trip(db_url: str, store: LocalObjectStore) -> None:
+    a = frames(1)
+    ref1 = repo.store_sample_set(db_url, store, a)
+    ref2 = repo.store_sample_set(db_url, store, a.copy())
+    assert ref1 == ref2 and len(store.list_keys("samples/")) == 1
+    np.testing.assert_array_equal(repo.load_sample_sets(db_url, store, [ref1, ref1]), np.concatenate([a, a]))
+
+
+def _publish(db_url: str, code: str, parent: str | None, gestures: list[repo.GestureInfo]) -> None:
+    with session_scope(db_url) as s:
+        repo.save_model(
+            s,
+            code=code,
+            parent_code=parent,
+            owner="anonymous",
+            kind="trained",
+            gestures=gestures,
+            artifacts={},
+            metrics={"x": 1},
+            training_config={},
+        )
+
+
+def test_lineage_shares_samples_by_reference(db_url: str, store: LocalObjectStore) -> None:
+    refs = [repo.store_sample_set(db_url, store, frames(i)) for i in range(3)]
+    gestures = [repo.GestureInfo(f"g{i}", i, [r], 50) for i, r in enumerate(refs)]
+    _publish(db_url, "root0", None, gestures)
+    parent = "root0"
+    for i in range(1, 50):
+        new_ref = repo.store_sample_set(db_url, store, frames(100 + i, 20))
+        gestures = [*gestures, repo.GestureInfo(f"n{i}", len(gestures), [new_ref], 20)]
+        code = f"child{i}"
+        _publish(db_url, code, parent, gestures)
+        parent = code
+    # 3 base blocks + 49 new blocks: nothing copied along the 50-version chain
+    assert len(store.list_keys("samples/")) == 52
+    model = repo.get_model(db_url, "child49")
+    assert model is not None and model.label_map()["g0"] == 0 and model.label_map()["n49"] == 51
+    assert repo.lineage(db_url, "child49")[-1] == "root0" and len(repo.lineage(db_url, "child49")) == 50
+
+
+def test_jobs_and_idempotency_keys(db_url: str) -> None:
+    job, created = repo.create_job(
+        db_url, owner="anonymous", parent_code="base_v1", gesture="g", sample_ref=None, options={}, idempotency_key="k1"
+    )
+    again, created_again = repo.create_job(
+        db_url, owner="anonymous", parent_code="base_v1", gesture="g", sample_ref=None, options={}, idempotency_key="k1"
+    )
+    assert created and not created_again and again["task_id"] == job["task_id"]
+    other, created_other = repo.create_job(
+        db_url,
+        owner="someone-else",
+        parent_code="base_v1",
+        gesture="g",
+        sample_ref=None,
+        options={},
+        idempotency_key="k1",
+    )
+    assert created_other and other["task_id"] != job["task_id"]
+    repo.set_job(db_url, job["task_id"], status="FAILURE", error_info="why")
+    stored = repo.get_job(db_url, job["task_id"])
+    assert stored is not None and stored["status"] == "FAILURE" and stored["error_info"] == "why"
+
+
+def test_concurrent_idempotent_submissions_create_one_job(db_url: str) -> None:
+    results: list[str] = []
+
+    def submit() -> None:
+        job, _ = repo.create_job(
+            db_url,
+            owner="anonymous",
+            parent_code="base_v1",
+            gesture="g",
+            sample_ref=None,
+            options={},
+            idempotency_key="same",
+        )
+        results.append(job["task_id"])
+
+    threads = [threading.Thread(target=submit) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 6 and len(set(results)) == 1
+
+
+def test_model_codes_are_unguessable_and_path_safe() -> None:
+    codes = {repo.new_code() for _ in range(1000)}
+    assert len(codes) == 1000 and all(repo.is_valid_code(c) and len(c) >= 16 for c in codes)
+    assert not repo.is_valid_code("../x") and not repo.is_valid_code("a/b") and not repo.is_valid_code("")
