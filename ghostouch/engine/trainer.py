@@ -32,7 +32,7 @@ class GestureFrames:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    samples_per_gesture: int = 600  # augmented training samples per gesture
+    samples_per_gesture: int = 300  # augmented training samples per gesture
     holdout_fraction: float = 0.15  # tail of each gesture's frames kept back for the report
     negatives_per_gesture: float = 1.0  # unknown-pose samples, relative to one gesture
     negative_weight: float = 1.0  # total loss weight of unknown poses, relative to one gesture

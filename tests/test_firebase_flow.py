@@ -1,0 +1,73 @@
+"""The app flow with models stored and delivered through Firebase Storage (a real GCS emulator)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import numpy as np
+
+from ghostouch.engine import hands
+from ghostouch.engine.verify import LiteModel
+from tests.conftest import free_port, poll_like_android, service_env, wait_until
+from tests.gcs_fixtures import Emulator, ServiceAccount
+
+
+def test_serve_with_firebase_storage(tmp_path: Path, gcs_emulator: Emulator, service_account: ServiceAccount) -> None:
+    port = free_port()
+    env = service_env(tmp_path / "data", None, port)
+    env.update(
+        {
+            "GHOSTOUCH_STORAGE": "firebase",
+            "FIREBASE_CREDENTIALS": str(service_account.path),
+            "FIREBASE_STORAGE_BUCKET": gcs_emulator.bucket,
+            "GHOSTOUCH_FIREBASE_PROJECT_ID": gcs_emulator.project,
+            "STORAGE_EMULATOR_HOST": gcs_emulator.url,
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ghostouch.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=(tmp_path / "serve.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, 180, "serve with Firebase storage never became ready")
+        rng = np.random.default_rng(21)
+        frames = hands.generate_recording("three", 100, rng, handedness=1.0).tolist()
+        r = httpx.post(
+            f"{url}/train",
+            json={"model_code": "base_v1", "gesture": "three", "landmarks": frames, "allow_duplicate": True},
+        )
+        body, _ = poll_like_android(url, r.json()["task_id"])
+        assert body["status"] == "SUCCESS", body
+        tflite_url = body["result"]["tflite_url"]
+        parsed = urlparse(tflite_url)
+        # a v4 signed URL on the emulator, file name as the last path segment
+        assert f"{parsed.scheme}://{parsed.netloc}" == gcs_emulator.url
+        assert parsed.path.endswith(f"/{body['result']['model_code']}.tflite")
+        assert "X-Goog-Signature=" in parsed.query
+        model = LiteModel.load(httpx.get(tflite_url).content)
+        assert model.n_outputs == 4
+        probs = model.predict_proba(hands.generate_pose("three", 100, rng, handedness=1.0))
+        assert float(np.mean(np.argmax(probs, axis=1) == 3)) >= 0.8
+        # nothing but the registry and scratch on local disk: models and samples live in the bucket
+        assert not (tmp_path / "data" / "objects").exists()
+        listing = httpx.get(f"{gcs_emulator.url}/storage/v1/b/{gcs_emulator.bucket}/o").json()
+        names = [item["name"] for item in listing.get("items", [])]
+        assert any(n.endswith(".tflite") for n in names) and any(n.startswith("samples/") for n in names)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
