@@ -159,6 +159,16 @@ class Tally:
         }  # fmt: skip
 
 
+VERBOSE = False
+FAILED_CHECKS: list[float] = []  # uint8 agreement of models the engine would have rejected
+
+
+def _where(proba: Frames, labels: list[str]) -> str:
+    top = np.where(proba.max(axis=1) >= 0.5, proba.argmax(axis=1), len(labels))
+    counts = np.bincount(top, minlength=len(labels) + 1) / len(top)
+    return " ".join(f"{n}={c:.2f}" for n, c in zip([*labels, "none"], counts, strict=True) if c)
+
+
 def recognized(proba: Frames, label: int) -> float:
     return float(np.mean((proba.argmax(axis=1) == label) & (proba.max(axis=1) >= 0.5)))
 
@@ -185,19 +195,48 @@ def run_scenario(sc: Scenario, train: Trainer, dup: DupCheck, tally: Tally, agre
     for i, name in enumerate(labels):
         proba = lite.predict_proba(sc.frames(name, sc.test[name]))
         (tally.new if name in sc.new else tally.old).append(recognized(proba, i))
+        if VERBOSE:
+            print(f"  rep {sc.rep} {'new' if name in sc.new else 'old'} {name}: {_where(proba, labels)}")
     for name in sc.unknown:
         proba = lite.predict_proba(sc.frames(name, sc.test[name]))
         tally.false_accept.append(float(np.mean(proba.max(axis=1) >= 0.5)))
+        if VERBOSE:
+            print(f"  rep {sc.rep} unknown {name}: {_where(proba, labels)}")
         tally.dup_fp.append(dup(parent, lite, labels, sc.frames(name, sc.probe[name])))
     test = np.concatenate([sc.frames(n, sc.test[n]) for n in [*labels, *sc.unknown]])
     tally.agreement.append(agree(parent, lite, test))
 
 
+def parse_config(text: str | None) -> EngineConfig:
+    """EngineConfig from JSON overrides, e.g. '{"samples_per_gesture": 200, "train": {"steps": 400}}'."""
+    import dataclasses
+    import json
+
+    from ghostouch.engine.augment import AugmentConfig
+    raw = json.loads(text) if text else {}
+    train_cfg = raw.pop("train", {})
+    augment_cfg = raw.pop("augment", {})
+    if "hidden" in train_cfg:
+        train_cfg["hidden"] = tuple(train_cfg["hidden"])
+    base = EngineConfig()
+    return dataclasses.replace(
+        base, **raw, train=dataclasses.replace(base.train, **train_cfg),
+        augment=dataclasses.replace(AugmentConfig(), **augment_cfg),
+    )  # fmt: skip
+
+
 def ours(cfg: EngineConfig) -> tuple[Trainer, DupCheck, Callable]:
+    from ghostouch.engine import trainer
+
+    # Measure (rather than fail on) exported models that would not pass the engine's check.
+    required, trainer.MIN_AGREEMENT = trainer.MIN_AGREEMENT, 0.0
+
     def train(gestures: list[tuple[str, Frames]], parent: object | None) -> tuple:
         t = time.perf_counter()
         model = train_gesture_model([GestureFrames(n, f) for n, f in gestures], cfg)
         seconds = time.perf_counter() - t
+        if model.metrics["uint8_agreement"] < required:
+            FAILED_CHECKS.append(model.metrics["uint8_agreement"])
         return model, LiteModel.load(model.tflite_uint8), seconds
 
     def dup(parent: object, lite: LiteModel, labels: list[str], frames: Frames) -> bool:
@@ -293,12 +332,16 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", help="names to run (default: all)")
     parser.add_argument("--speed", type=int, nargs="?", const=15, help="timing runs only")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", action="store_true", help="per-class outcomes")
+    parser.add_argument("--config", help="JSON overrides of EngineConfig (experiments)")
     args = parser.parse_args()
+    global VERBOSE
+    VERBOSE = args.verbose
     if args.speed:
         speed(args.speed)
         return
     reps = 2 if args.quick else args.reps
-    systems = {"ours": ours(EngineConfig())}
+    systems = {"ours": ours(parse_config(args.config))}
     if not (args.quick or args.no_baseline):
         systems["baseline"] = baseline()
     results: dict[tuple[str, str], dict[str, float]] = {}
@@ -319,6 +362,8 @@ def main() -> None:
     print(table(results))
     print()
     print(ratios(results))
+    print(f"models failing the engine's uint8 agreement check: {len(FAILED_CHECKS)} "
+          f"{[round(a, 4) for a in FAILED_CHECKS]}")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 

@@ -7,9 +7,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from ghostouch.api import files, health, models, training
+from ghostouch.api import files, gestures, health, models, training
+from ghostouch.api.limits import BodySizeLimit
 from ghostouch.api.state import ApiState
-from ghostouch.config import Settings, get_settings
+from ghostouch.config import MAX_BODY_BYTES, Settings, get_settings
 from ghostouch.jobs.celery_app import make_celery
 from ghostouch.registry.db import migrate
 from ghostouch.storage import build_store
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "`POST /train` and `GET /status/{task_id}` follow the mobile client contract exactly.",
         lifespan=lifespan,
     )
-    for module in (training, models, files, health):
+    for module in (training, models, gestures, files, health):
         app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     return app

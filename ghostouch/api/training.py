@@ -7,13 +7,15 @@ import logging
 import unicodedata
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from ghostouch.api.errors import bad_request, not_found
 from ghostouch.api.state import ApiState, current_owner, get_state
-from ghostouch.config import MAX_BODY_BYTES, MAX_FRAMES, MAX_GESTURE_CHARS, MIN_FRAMES
+from ghostouch.config import MAX_FRAMES, MAX_GESTURE_CHARS, MIN_FRAMES
 from ghostouch.engine.frames import FrameError, check_frames
 from ghostouch.jobs.celery_app import enqueue_training
 from ghostouch.publishing import artifact_urls
@@ -65,19 +67,9 @@ def clean_gesture_name(raw: str) -> str:
 
 
 async def read_json_body(request: Request) -> Any:
-    """The request body as JSON, refusing bodies over MAX_BODY_BYTES before reading them whole."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise HTTPException(413, f"request body of {declared} bytes exceeds {MAX_BODY_BYTES} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise HTTPException(413, f"request body exceeds {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
+    """The request body as JSON (its size is capped by the `BodySizeLimit` middleware)."""
     try:
-        return json.loads(b"".join(chunks))
+        return json.loads(await request.body())
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"body is not valid JSON: {exc}") from None
 
@@ -110,7 +102,7 @@ async def train(
     if idempotency_key:
         previous = repo.find_job_by_key(state.db_url, owner, idempotency_key)
         if previous is not None:
-            return _accepted(request, previous["task_id"], previous["status"])
+            return accepted(request, previous["task_id"], previous["status"])
     gesture = clean_gesture_name(req.gesture)
     try:
         frames = check_frames(req.landmarks, MIN_FRAMES, MAX_FRAMES)
@@ -119,15 +111,40 @@ async def train(
     parent = repo.get_model(state.db_url, req.model_code)
     if parent is None or not parent.usable_by(owner):
         raise not_found(f"model_code {req.model_code!r} does not name a model; a fresh install uses 'base_v1'")
-    sample_ref = repo.store_sample_set(state.db_url, state.store, frames)
+    job = await run_in_threadpool(
+        queue_job,
+        state,
+        owner,
+        parent.code,
+        gesture,
+        frames,
+        {"allow_duplicate": req.allow_duplicate},
+        idempotency_key,
+    )
+    return accepted(request, job["task_id"], job["status"])
+
+
+def queue_job(
+    state: ApiState,
+    owner: str,
+    parent_code: str,
+    gesture: str,
+    frames: np.ndarray | None,
+    options: dict[str, Any],
+    idempotency_key: str | None = None,
+    kind: str = "train",
+) -> dict[str, Any]:
+    """Store the frames, record a PENDING job and put it on the queue (503 if the queue is down)."""
+    sample_ref = repo.store_sample_set(state.db_url, state.store, frames) if frames is not None else None
     job, created = repo.create_job(
         state.db_url,
         owner=owner,
-        parent_code=parent.code,
+        parent_code=parent_code,
         gesture=gesture,
         sample_ref=sample_ref,
-        options={"allow_duplicate": req.allow_duplicate},
+        options=options,
         idempotency_key=idempotency_key,
+        kind=kind,
     )
     if created:
         try:
@@ -142,10 +159,10 @@ async def train(
                 error_info="the training queue is unavailable; please retry later",
             )
             raise HTTPException(503, f"the training queue is unavailable ({type(exc).__name__})") from None
-    return _accepted(request, job["task_id"], job["status"])
+    return job
 
 
-def _accepted(request: Request, task_id: str, status: str) -> JSONResponse:
+def accepted(request: Request, task_id: str, status: str) -> JSONResponse:
     body = {"task_id": task_id, "status": status, "status_url": str(request.url_for("status", task_id=task_id))}
     return JSONResponse(body, status_code=202)
 
@@ -192,6 +209,7 @@ def success_result(state: ApiState, job: dict[str, Any]) -> dict[str, Any]:
         "tflite_float_url": urls["tflite_float_url"],
         "report_url": urls["report_url"],
         "refined": bool(job["result"] and job["result"].get("refined")),
+        "step_seconds": (job["result"] or {}).get("step_seconds"),
         "metrics": {
             "uint8_agreement": metrics.get("uint8_agreement"),
             "holdout_per_class_accuracy": metrics.get("holdout_per_class_accuracy"),

@@ -1,9 +1,12 @@
 """3-D augmentation of recorded frames: what a user's later attempts at a pose look like.
 
 A recording covers one angle, one distance and one hand; the augmented copies add rotations
-within what a wrist does naturally, finger-length differences, depth uncertainty and landmark
-noise. Rotations stay well below 90°, so gestures that differ only by orientation (thumbs up and
-thumbs down) remain different.
+within what a wrist does naturally, finger-length differences, depth uncertainty, small bends of
+every finger joint and landmark noise. Rotations stay well below 90°, so gestures that differ
+only by orientation (thumbs up and thumbs down) remain different.
+
+The finger geometry helpers (`palm_axes`, `bend`, `set_finger`) are also what `negatives.py`
+uses to build hands that hold some finger in a clearly different state.
 """
 
 from __future__ import annotations
@@ -16,30 +19,106 @@ import numpy.typing as npt
 from ghostouch.engine.frames import HANDEDNESS, landmarks
 
 FINGERS = ((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20))
+Points = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    roll_deg: float = 25.0  # rotation in the image plane
-    pitch_deg: float = 25.0  # tilting towards / away from the camera
-    yaw_deg: float = 30.0  # turning the palm left / right
+    roll_deg: float = 30.0  # rotation in the image plane
+    pitch_deg: float = 30.0  # tilting towards / away from the camera
+    yaw_deg: float = 35.0  # turning the palm left / right
     finger_length_jitter: float = 0.08  # relative, per finger
     depth_scale_jitter: float = 0.25  # MediaPipe's z is the least reliable axis
+    bend_deg: float = 10.0  # per finger joint, flexion (+) or extension (-)
+    thumb_turn_deg: float = 10.0  # the thumb's chain turned about its base
     noise_m: float = 0.002
 
 
-def rotation_matrices(rng: np.random.Generator, n: int, cfg: AugmentConfig) -> npt.NDArray[np.float64]:
+def rotation_matrices(
+    rng: np.random.Generator, n: int, cfg: AugmentConfig
+) -> npt.NDArray[np.float64]:
     roll = np.radians(rng.uniform(-cfg.roll_deg, cfg.roll_deg, n))
     pitch = np.radians(rng.uniform(-cfg.pitch_deg, cfg.pitch_deg, n))
     yaw = np.radians(rng.uniform(-cfg.yaw_deg, cfg.yaw_deg, n))
     c, s = np.cos, np.sin
     rz = np.zeros((n, 3, 3))
-    rz[:, 0, 0], rz[:, 0, 1], rz[:, 1, 0], rz[:, 1, 1], rz[:, 2, 2] = c(roll), -s(roll), s(roll), c(roll), 1
+    rz[:, 0, 0], rz[:, 0, 1], rz[:, 1, 0], rz[:, 1, 1] = c(roll), -s(roll), s(roll), c(roll)
+    rz[:, 2, 2] = 1
     rx = np.zeros((n, 3, 3))
-    rx[:, 0, 0], rx[:, 1, 1], rx[:, 1, 2], rx[:, 2, 1], rx[:, 2, 2] = 1, c(pitch), -s(pitch), s(pitch), c(pitch)
+    rx[:, 0, 0], rx[:, 1, 1], rx[:, 1, 2] = 1, c(pitch), -s(pitch)
+    rx[:, 2, 1], rx[:, 2, 2] = s(pitch), c(pitch)
     ry = np.zeros((n, 3, 3))
     ry[:, 0, 0], ry[:, 0, 2], ry[:, 1, 1], ry[:, 2, 0], ry[:, 2, 2] = c(yaw), s(yaw), 1, -s(yaw), c(yaw)
     return np.asarray(rz @ rx @ ry)
+
+
+def _unit(v: Points) -> Points:
+    return np.asarray(v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9))
+
+
+def mirrored_points(frames: npt.NDArray[np.float32]) -> tuple[Points, npt.NDArray[np.float64]]:
+    """[n, 21, 3] landmarks with left hands mirrored onto right hands, and the x sign used."""
+    pts = landmarks(frames).astype(np.float64)
+    sign = np.where(np.asarray(frames)[:, HANDEDNESS] >= 0.5, 1.0, -1.0)
+    pts[:, :, 0] *= sign[:, None]
+    return pts, sign
+
+
+def to_frames(pts: Points, sign: npt.NDArray[np.float64], like: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Inverse of `mirrored_points`: back to [n, 64] frames with `like`'s handedness."""
+    out = np.array(like, dtype=np.float32, copy=True)
+    pts = pts.copy()
+    pts[:, :, 0] *= sign[:, None]
+    out[:, :HANDEDNESS] = pts.reshape(len(pts), HANDEDNESS)
+    return out
+
+
+def palm_axes(pts: Points) -> tuple[Points, Points, Points]:
+    """Per frame of right-hand landmarks: distal (wrist to middle MCP), lateral (little to index
+    MCP, towards the thumb) and palmar unit axes, each [n, 3]."""
+    distal = _unit(pts[:, 9] - pts[:, 0])
+    lateral = pts[:, 5] - pts[:, 17]
+    lateral = _unit(lateral - np.sum(lateral * distal, axis=1, keepdims=True) * distal)
+    return distal, lateral, np.cross(lateral, distal)
+
+
+def rotate_about(v: Points, axis: Points, angle: npt.NDArray[np.float64]) -> Points:
+    """Rodrigues rotation of vectors v [n, k, 3] about unit axes [n, 3] by angles [n] (radians)."""
+    k = axis[:, None, :]
+    c, s = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
+    dot = np.sum(v * k, axis=2, keepdims=True)
+    return np.asarray(v * c + np.cross(k, v) * s + k * dot * (1.0 - c))
+
+
+def bend(pts: Points, joint: int, distal: tuple[int, ...], axis: Points, angle: npt.NDArray[np.float64]) -> None:
+    """Turn landmarks `distal` about landmark `joint`, in place."""
+    centre = pts[:, joint : joint + 1]
+    pts[:, list(distal)] = centre + rotate_about(pts[:, list(distal)] - centre, axis, angle)
+
+
+def finger_curl(pts: Points, finger: int) -> npt.NDArray[np.float64]:
+    """Degrees between a finger's metacarpal direction and its MCP-to-tip direction."""
+    root, tip = FINGERS[finger][0], FINGERS[finger][3]
+    a = _unit(pts[:, root] - pts[:, 0])
+    b = _unit(pts[:, tip] - pts[:, root])
+    return np.asarray(np.degrees(np.arccos(np.clip(np.sum(a * b, axis=1), -1.0, 1.0))))
+
+
+def set_finger(pts: Points, finger: int, angles: npt.NDArray[np.float64]) -> None:
+    """Rebuild finger 1-4 (index..little) with flexion angles [n, 3] (MCP, PIP, DIP; degrees),
+    keeping its bone lengths and the plane of its metacarpal. In place."""
+    root = FINGERS[finger][0]
+    _, lateral, _ = palm_axes(pts)
+    axis0 = _unit(pts[:, root] - pts[:, 0])
+    side = _unit(lateral - np.sum(lateral * axis0, axis=1, keepdims=True) * axis0)
+    palmar = np.cross(side, axis0)
+    cumulative = np.radians(np.cumsum(angles, axis=1))
+    position = pts[:, root]
+    for k in range(3):
+        length = np.linalg.norm(pts[:, root + k + 1] - pts[:, root + k], axis=1, keepdims=True)
+        c, s = np.cos(cumulative[:, k : k + 1]), np.sin(cumulative[:, k : k + 1])
+        position = position + length * (c * axis0 + s * palmar)
+        pts[:, root + k + 1] = position
 
 
 def augment(
@@ -49,8 +128,16 @@ def augment(
     cfg = cfg or AugmentConfig()
     base = np.repeat(np.asarray(frames, dtype=np.float32), copies, axis=0)
     n = len(base)
-    pts = landmarks(base).astype(np.float64)
-    for finger in FINGERS:
+    pts, sign = mirrored_points(base)
+    _, lateral, _ = palm_axes(pts)
+    for f, finger in enumerate(FINGERS):
+        if f == 0:  # the thumb: a small turn of its whole chain about a random axis
+            axis = _unit(rng.normal(size=(n, 3)))
+            bend(pts, finger[0], finger[1:], axis, np.radians(rng.uniform(-1, 1, n) * cfg.thumb_turn_deg))
+        else:
+            for j in range(3):
+                angle = np.radians(rng.uniform(-cfg.bend_deg, cfg.bend_deg, n))
+                bend(pts, finger[j], finger[j + 1 :], lateral, angle)
         root = pts[:, finger[0] : finger[0] + 1, :]
         factor = 1.0 + rng.uniform(-cfg.finger_length_jitter, cfg.finger_length_jitter, (n, 1, 1))
         pts[:, finger[1:], :] = root + (pts[:, finger[1:], :] - root) * factor
@@ -59,6 +146,4 @@ def augment(
     pts[:, :, 2] *= 1.0 + rng.uniform(-cfg.depth_scale_jitter, cfg.depth_scale_jitter, (n, 1))
     pts = np.einsum("nij,nkj->nki", rotation_matrices(rng, n, cfg), pts) + centre
     pts += rng.normal(0.0, cfg.noise_m, pts.shape)
-    out = base.copy()
-    out[:, :HANDEDNESS] = pts.reshape(n, HANDEDNESS)
-    return out
+    return to_frames(pts, sign, base)

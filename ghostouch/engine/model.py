@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -95,8 +96,7 @@ def _trainer() -> Any:
             new_m = [beta1 * mi + (1 - beta1) * g for mi, g in zip(m, grads, strict=True)]
             new_v = [beta2 * vi + (1 - beta2) * g * g for vi, g in zip(v, grads, strict=True)]
             new_p = [
-                p - lr_t * correction * mi / (tf.sqrt(vi) + eps)
-                for p, mi, vi in zip(params, new_m, new_v, strict=True)
+                p - lr_t * correction * mi / (tf.sqrt(vi) + eps) for p, mi, vi in zip(params, new_m, new_v, strict=True)
             ]
             return i + 1, new_p, new_m, new_v
 
@@ -112,7 +112,7 @@ def init_weights(n_inputs: int, n_outputs: int, config: TrainConfig) -> Weights:
     rng = np.random.default_rng(config.seed)
     sizes = [n_inputs, *config.hidden, n_outputs]
     weights: Weights = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+    for fan_in, fan_out in pairwise(sizes):
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         weights.append(rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32))
         weights.append(np.zeros(fan_out, np.float32))

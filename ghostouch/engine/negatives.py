@@ -1,7 +1,9 @@
 """Poses that are none of the model's gestures, used to teach it to stay below 0.5 on them.
 
-Two sources: finger-swap chimeras of the gestures' own frames (realistic hands that are
-"almost" a known gesture) and random hands from the synthetic generator. Candidates that come
+Three sources: the gestures' own frames with one to three fingers put in a clearly different
+state (curled instead of straight, straight instead of curled, thumb moved elsewhere), which
+are the "almost a known gesture" hands an app meets most; finger-swap chimeras between
+gestures; and random hands from the synthetic generator. Candidates that come
 too close to any gesture's frames, in normalized pose space, are dropped so that they never
 contradict a real gesture.
 """
@@ -11,8 +13,62 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ghostouch.engine.augment import FINGERS
+from ghostouch.engine.augment import (
+    FINGERS,
+    bend,
+    finger_curl,
+    mirrored_points,
+    palm_axes,
+    set_finger,
+    to_frames,
+)
 from ghostouch.engine.frames import HANDEDNESS, landmarks, normalize
+
+# Flexion (MCP, PIP, DIP; degrees) ranges of finger states, and the curl that separates them.
+OPEN = ((-10.0, 25.0), (0.0, 25.0), (0.0, 20.0))
+CLOSED = ((45.0, 90.0), (60.0, 105.0), (20.0, 70.0))
+HOOK = ((-10.0, 20.0), (75.0, 105.0), (30.0, 70.0))
+CURLED_DEG = 60.0
+
+
+def _draw(ranges: tuple[tuple[float, float], ...], n: int, rng: np.random.Generator) -> npt.NDArray[np.float64]:
+    return np.stack([rng.uniform(lo, hi, n) for lo, hi in ranges], axis=1)
+
+
+def finger_changes(frames: npt.NDArray[np.float32], n: int, rng: np.random.Generator) -> npt.NDArray[np.float32]:
+    """Frames of the gestures with 1-3 digits moved to a clearly different state."""
+    if len(frames) == 0 or n == 0:
+        return np.empty((0, 64), np.float32)
+    base = frames[rng.integers(0, len(frames), n)]
+    pts, sign = mirrored_points(base)
+    k = rng.choice([1, 1, 2, 3], size=n)
+    chosen = np.zeros((n, 5), bool)
+    order = np.argsort(rng.random((n, 5)), axis=1)
+    for j in range(3):
+        chosen[np.arange(n), order[:, j]] |= k > j
+    for f in range(1, 5):
+        rows = np.flatnonzero(chosen[:, f])
+        if len(rows) == 0:
+            continue
+        sub = pts[rows]
+        curled = finger_curl(sub, f) >= CURLED_DEG
+        target = np.where(curled[:, None], _draw(OPEN, len(rows), rng), _draw(CLOSED, len(rows), rng))
+        hook = (~curled) & (rng.random(len(rows)) < 0.25)
+        target[hook] = _draw(HOOK, int(hook.sum()), rng)
+        set_finger(sub, f, target)
+        pts[rows] = sub
+    rows = np.flatnonzero(chosen[:, 0])
+    if len(rows):
+        sub = pts[rows]
+        distal, lateral, palmar = palm_axes(sub)
+        # Swing the thumb 40-90 deg across, away from or out of the palm, then bend it a little.
+        w = rng.normal(size=(len(rows), 3))
+        axis = w[:, :1] * distal + w[:, 1:2] * lateral + w[:, 2:] * palmar
+        axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+        bend(sub, 1, (2, 3, 4), axis, np.radians(rng.uniform(40.0, 90.0, len(rows))))
+        bend(sub, 2, (3, 4), lateral, np.radians(rng.uniform(-20.0, 50.0, len(rows))))
+        pts[rows] = sub
+    return to_frames(pts, sign, base)
 
 
 def finger_chimeras(

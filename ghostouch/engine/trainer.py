@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from ghostouch.engine import export, negatives
 from ghostouch.engine.augment import AugmentConfig, augment
-from ghostouch.engine.frames import app_view
+from ghostouch.engine.frames import HANDEDNESS, app_view
 from ghostouch.engine.model import TrainConfig, Weights, predict_proba, train_weights
 from ghostouch.engine.verify import LiteModel, ModelCheckFailed, agreement, check_legacy_contract
 
@@ -34,9 +34,11 @@ class GestureFrames:
 class EngineConfig:
     samples_per_gesture: int = 300  # augmented training samples per gesture
     holdout_fraction: float = 0.15  # tail of each gesture's frames kept back for the report
-    negatives_per_gesture: float = 1.0  # unknown-pose samples, relative to one gesture
+    negatives_per_gesture: float = 0.5  # unknown-pose samples per gesture, relative to one gesture
     negative_weight: float = 1.0  # total loss weight of unknown poses, relative to one gesture
     negative_min_distance: float = 1.0  # in units of the gestures' typical spread
+    chimera_share: float = 0.2  # of the unknown poses: finger swaps between gestures
+    random_share: float = 0.2  # of the unknown poses: random synthetic hands
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
@@ -61,18 +63,29 @@ def _split(frames: npt.NDArray[np.float32], fraction: float) -> tuple[npt.NDArra
     return frames[: len(frames) - n_hold], frames[len(frames) - n_hold :]
 
 
+def _flatten_depth(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Zero z, for clients that send 2-D keypoints (every z exactly 0)."""
+    out = frames.copy()
+    out[:, 2:HANDEDNESS:3] = 0.0
+    return out
+
+
 def _unknown_poses(
     train_sets: list[npt.NDArray[np.float32]], n: int, cfg: EngineConfig, rng: np.random.Generator
 ) -> npt.NDArray[np.float32]:
     frames = np.concatenate(train_sets)
     labels = np.concatenate([np.full(len(s), i) for i, s in enumerate(train_sets)])
-    candidates = [negatives.finger_chimeras(frames, labels, n, rng)]
-    try:
+    n_random = int(n * cfg.random_share)
+    n_chimera = int(n * cfg.chimera_share) if len(train_sets) >= 2 else 0
+    # Over-generate: the distance filter drops part of the candidates.
+    candidates = [
+        negatives.finger_changes(frames, 2 * (n - n_random - n_chimera), rng),
+        negatives.finger_chimeras(frames, labels, 2 * n_chimera, rng),
+    ]
+    if n_random:
         from ghostouch.engine import hands
 
-        candidates.append(hands.random_poses(n, rng))
-    except ImportError:  # pragma: no cover - generator is part of the package
-        pass
+        candidates.append(hands.random_poses(2 * n_random, rng))
     pool = np.concatenate(candidates)
     spacing = negatives.typical_spacing(frames, labels)
     kept = negatives.far_from(pool, frames, cfg.negative_min_distance * spacing)
@@ -84,6 +97,7 @@ def build_training_set(
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Inputs (as the apps deliver them), soft targets and sample weights."""
     k = len(train_sets)
+    flat = all(not np.any(s[:, 2:HANDEDNESS:3]) for s in train_sets)
     xs, ys, ws = [], [], []
     for label, frames in enumerate(train_sets):
         copies = max(1, int(np.ceil(cfg.samples_per_gesture / len(frames))))
@@ -93,14 +107,15 @@ def build_training_set(
         target[:, label] = 1.0
         ys.append(target)
         ws.append(np.full(len(xs[-1]), 1.0 / len(xs[-1]), np.float32))
-    n_unknown = int(cfg.negatives_per_gesture * cfg.samples_per_gesture)
-    unknown = _unknown_poses(train_sets, n_unknown, cfg, rng) if n_unknown and k >= 2 else None
-    if unknown is not None and len(unknown):
-        unknown = augment(unknown, 1, rng, cfg.augment)
-        xs.append(unknown)
-        ys.append(np.full((len(unknown), k), 1.0 / k, np.float32))
-        ws.append(np.full(len(unknown), cfg.negative_weight / len(unknown), np.float32))
-    return app_view(np.concatenate(xs)), np.concatenate(ys), np.concatenate(ws)
+    n_unknown = int(cfg.negatives_per_gesture * cfg.samples_per_gesture * k)
+    if n_unknown and k >= 2:
+        unknown = augment(_unknown_poses(train_sets, n_unknown, cfg, rng), 1, rng, cfg.augment)
+        if len(unknown):
+            xs.append(unknown)
+            ys.append(np.full((len(unknown), k), 1.0 / k, np.float32))
+            ws.append(np.full(len(unknown), cfg.negative_weight / len(unknown), np.float32))
+    x = np.concatenate(xs)
+    return app_view(_flatten_depth(x) if flat else x), np.concatenate(ys), np.concatenate(ws)
 
 
 def confusion(model: LiteModel, sets: list[npt.NDArray[np.float32]]) -> tuple[list[list[int]], list[float | None]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,11 +73,14 @@ def run_training_job(ctx: WorkerContext, task_id: str, engine_config: EngineConf
         return  # a redelivered message for a finished job
     repo.set_job(ctx.db_url, task_id, attempts=job["attempts"] + 1)
 
+    clock = StepClock()
+
     def step(text: str) -> None:
+        clock.lap(text)
         repo.set_job(ctx.db_url, task_id, status="PROGRESS", current_step=text)
 
     try:
-        _train(ctx, job, step, engine_config or EngineConfig())
+        _train(ctx, job, step, engine_config or EngineConfig(), clock)
     except JobFailed as exc:
         repo.set_job(ctx.db_url, task_id, status="FAILURE", error_info=str(exc), current_step="failed")
     except ModelCheckFailed as exc:
@@ -102,64 +106,144 @@ def run_training_job(ctx: WorkerContext, task_id: str, engine_config: EngineConf
         )
 
 
-def _train(ctx: WorkerContext, job: dict[str, Any], step: Any, engine_config: EngineConfig) -> None:
-    task_id = job["task_id"]
+class StepClock:
+    """Seconds spent in each job step, reported with the result."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._name: str | None = None
+        self._start = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        if self._name is not None:
+            self.laps[self._name] = round(self.laps.get(self._name, 0.0) + now - self._start, 4)
+        self._name, self._start = name, now
+
+
+def _duplicate_check(
+    ctx: WorkerContext, parent: repo.ModelInfo, gesture: str, new_frames: np.ndarray, known: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """Scores of the new frames against the parent's gestures; `is_duplicate` when both the parent
+    model (as the phone runs it) and the orientation-free hand shape say it is a known gesture."""
+    lite = LiteModel.load(ctx.store.get_bytes(parent.artifacts["tflite"]["key"]))
+    labels = parent.labels
+    verdict = check_duplicate(lite, labels, new_frames, ignore=gesture if gesture in labels else None)
+    scores: dict[str, Any] = {**verdict.as_dict(), "shape_ratio": None}
+    if verdict.gesture is not None:
+        others = [f for name, f in known.items() if name != verdict.gesture]
+        ratio = shape_ratio(new_frames, known[verdict.gesture], others)
+        scores["shape_ratio"] = round(ratio, 4)
+        scores["is_duplicate"] = verdict.is_duplicate and ratio <= MAX_DUPLICATE_SHAPE_RATIO
+    return scores
+
+
+def _train(ctx: WorkerContext, job: dict[str, Any], step: Any, engine_config: EngineConfig, clock: StepClock) -> None:
     step("loading the parent model")
     parent = repo.get_model(ctx.db_url, job["parent_code"])
     if parent is None:
         raise JobFailed(f"model {job['parent_code']} no longer exists")
-    new_frames = repo.load_sample_sets(ctx.db_url, ctx.store, [job["sample_ref"]])
     gesture = job["gesture"]
-    labels = parent.labels
-
     step("collecting training data")
+    if job["kind"] == "delete":
+        remaining = [g for g in parent.gestures if g.name != gesture]
+        if len(remaining) == len(parent.gestures):
+            raise JobFailed(f"model {parent.code} has no gesture '{gesture}'")
+        # Later gestures move down one index: the label map of the result says where each one is.
+        infos, training = _gesture_data(ctx, remaining, None, None)
+        infos = [repo.GestureInfo(g.name, i, g.sample_refs, g.n_frames) for i, g in enumerate(infos)]
+        _train_and_publish(
+            ctx,
+            job,
+            parent,
+            infos,
+            training,
+            engine_config,
+            step,
+            clock,
+            description=f"{parent.code} - {gesture}",
+            extra={"deleted": gesture},
+        )
+        return
+
     new_ref = job["sample_ref"]
+    new_frames = repo.load_sample_sets(ctx.db_url, ctx.store, [new_ref])
+    infos, training = _gesture_data(ctx, parent.gestures, gesture, new_ref)
+    duplicate: dict[str, Any] | None = None
+    if not job["options"].get("allow_duplicate"):
+        step("checking for duplicate gestures")
+        duplicate = _duplicate_check(ctx, parent, gesture, new_frames, {t.name: t.frames for t in training})
+        if duplicate["is_duplicate"]:
+            repo.set_job(
+                ctx.db_url,
+                job["task_id"],
+                status="DUPLICATE",
+                current_step="duplicate gesture",
+                error_info=(
+                    f"'{gesture}' looks like the existing gesture '{duplicate['existing_gesture']}' "
+                    f"({duplicate['similarity']:.0%} of the frames were recognized as it); "
+                    "record a different pose, or send allow_duplicate=true to train it anyway"
+                ),
+                error_detail={"duplicate": duplicate},
+            )
+            return
+    refined = gesture in parent.labels
+    if not refined:
+        infos.append(repo.GestureInfo(gesture, len(infos), [new_ref], len(new_frames)))
+        training.append(GestureFrames(gesture, new_frames[-ctx.settings.max_frames_per_gesture :]))
+    _train_and_publish(
+        ctx,
+        job,
+        parent,
+        infos,
+        training,
+        engine_config,
+        step,
+        clock,
+        description=f"{parent.code} + {gesture}",
+        extra={"refined": refined, "duplicate_check": duplicate},
+    )
+
+
+def _gesture_data(
+    ctx: WorkerContext, gestures: list[repo.GestureInfo], refine: str | None, new_ref: str | None
+) -> tuple[list[repo.GestureInfo], list[GestureFrames]]:
+    """Each gesture's capped sample references and frames, with `new_ref` added to `refine`."""
     infos: list[repo.GestureInfo] = []
     training: list[GestureFrames] = []
-    for g in parent.gestures:
-        refs = [*g.sample_refs, new_ref] if g.name == gesture else list(g.sample_refs)
+    for g in gestures:
+        refs = [*g.sample_refs, new_ref] if g.name == refine and new_ref else list(g.sample_refs)
         kept, frames = gesture_training_frames(ctx, refs)
         infos.append(repo.GestureInfo(g.name, g.output_index, kept, len(frames)))
         training.append(GestureFrames(g.name, frames))
+    return infos, training
 
-    if not job["options"].get("allow_duplicate"):
-        step("checking for duplicate gestures")
-        lite = LiteModel.load(ctx.store.get_bytes(parent.artifacts["tflite"]["key"]))
-        verdict = check_duplicate(lite, labels, new_frames, ignore=gesture if gesture in labels else None)
-        if verdict.is_duplicate and verdict.gesture is not None:
-            # The parent model's opinion must be backed by the hand shape itself, whatever the angle.
-            known = {t.name: t.frames for t in training}
-            others = [f for name, f in known.items() if name != verdict.gesture]
-            ratio = shape_ratio(new_frames, known[verdict.gesture], others)
-            if ratio <= MAX_DUPLICATE_SHAPE_RATIO:
-                detail = {**verdict.as_dict(), "shape_ratio": round(ratio, 4)}
-                repo.set_job(
-                    ctx.db_url,
-                    task_id,
-                    status="DUPLICATE",
-                    current_step="duplicate gesture",
-                    error_info=(
-                        f"'{gesture}' looks like the existing gesture '{verdict.gesture}' "
-                        f"({verdict.similarity:.0%} of the frames were recognized as it); "
-                        "record a different pose, or send allow_duplicate=true to train it anyway"
-                    ),
-                    error_detail={"duplicate": detail},
-                )
-                return
 
-    if gesture not in labels:
-        infos.append(repo.GestureInfo(gesture, len(labels), [new_ref], len(new_frames)))
-        training.append(GestureFrames(gesture, new_frames[-ctx.settings.max_frames_per_gesture :]))
-
+def _train_and_publish(
+    ctx: WorkerContext,
+    job: dict[str, Any],
+    parent: repo.ModelInfo,
+    infos: list[repo.GestureInfo],
+    training: list[GestureFrames],
+    engine_config: EngineConfig,
+    step: Any,
+    clock: StepClock,
+    description: str,
+    extra: dict[str, Any],
+) -> None:
     trained = train_gesture_model(training, engine_config, progress=step)
-
     step("publishing the model")
     code = repo.new_code()
     label_map = {g.name: g.output_index for g in infos}
-    result = {"model_code": code, "label_map": label_map, "refined": gesture in labels}
+    result = {"model_code": code, "label_map": label_map, **extra, "step_seconds": clock.laps}
+    metrics = {
+        **trained.metrics,
+        **({"duplicate_check": extra["duplicate_check"]} if extra.get("duplicate_check") else {}),
+    }
 
     def finish(s: Any) -> None:
-        repo.update_job(s, task_id, status="SUCCESS", current_step="done", result=result, child_code=code)
+        clock.lap("done")
+        repo.update_job(s, job["task_id"], status="SUCCESS", current_step="done", result=result, child_code=code)
 
     publish_model(
         ctx.db_url,
@@ -171,8 +255,8 @@ def _train(ctx: WorkerContext, job: dict[str, Any], step: Any, engine_config: En
         gestures=infos,
         tflite_uint8=trained.tflite_uint8,
         tflite_float=trained.tflite_float,
-        metrics=trained.metrics,
+        metrics=metrics,
         training_config=engine_config.describe(),
-        description=f"{parent.code} + {gesture}",
+        description=description,
         in_same_transaction=finish,
     )

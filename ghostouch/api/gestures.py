@@ -1,0 +1,127 @@
+"""Gesture management: each edit makes a new model version; the parent is never changed.
+
+- rename: immediate (same weights, new label map), 201 with the new version;
+- delete: retrains without the gesture (a job, 202 + task_id); later gestures move down one index;
+- add frames: refines an existing gesture (a job, 202 + task_id); indices unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from ghostouch.api.errors import bad_request, not_found
+from ghostouch.api.models import describe, visible_model
+from ghostouch.api.state import ApiState, current_owner, get_state
+from ghostouch.api.training import accepted, clean_gesture_name, queue_job
+from ghostouch.config import MAX_FRAMES, MIN_FRAMES
+from ghostouch.engine.frames import FrameError, check_frames
+from ghostouch.publishing import publish_model
+from ghostouch.registry import repo
+
+router = APIRouter(prefix="/models/{code}/gestures", tags=["gesture management"])
+
+
+class RenameRequest(BaseModel):
+    new_name: str = Field(description="The gesture's new name (1-64 characters)")
+
+
+class FramesRequest(BaseModel):
+    landmarks: list[Any] = Field(description="More frames of this gesture, same format as POST /train")
+
+
+def _gesture(model: repo.ModelInfo, name: str) -> repo.GestureInfo:
+    for g in model.gestures:
+        if g.name == name:
+            return g
+    raise not_found(f"model {model.code} has no gesture {name!r}; it has {', '.join(model.labels)}")
+
+
+def _rename(state: ApiState, model: repo.ModelInfo, owner: str, old: str, new: str) -> repo.ModelInfo:
+    store = state.store
+    gestures = [
+        repo.GestureInfo(new if g.name == old else g.name, g.output_index, g.sample_refs, g.n_frames)
+        for g in model.gestures
+    ]
+    code = repo.new_code()
+    publish_model(
+        state.db_url,
+        store,
+        code=code,
+        parent_code=model.code,
+        owner=owner,
+        kind="edited",
+        gestures=gestures,
+        tflite_uint8=store.get_bytes(model.artifacts["tflite"]["key"]),
+        tflite_float=store.get_bytes(model.artifacts["tflite_float"]["key"]),
+        metrics={**model.metrics, "renamed": {"from": old, "to": new}},
+        training_config=model.training_config,
+        description=f"{model.code}: {old} -> {new}",
+    )
+    created = repo.get_model(state.db_url, code)
+    assert created is not None
+    return created
+
+
+@router.post("/{name}/rename", status_code=201, responses={404: {}, 409: {}, 422: {}})
+async def rename_gesture(
+    code: str,
+    name: str,
+    body: RenameRequest,
+    state: Annotated[ApiState, Depends(get_state)],
+    owner: Annotated[str, Depends(current_owner)],
+) -> dict[str, Any]:
+    """A new version whose gesture `name` is called `new_name`; same model file, same indices."""
+    model = visible_model(state, code, owner)
+    _gesture(model, name)
+    new = clean_gesture_name(body.new_name)
+    if new in model.labels:
+        raise HTTPException(409, f"model {code} already has a gesture named {new!r}")
+    created = await run_in_threadpool(_rename, state, model, owner, name, new)
+    return describe(state, created)
+
+
+@router.delete("/{name}", status_code=202, responses={404: {}, 409: {}})
+async def delete_gesture(
+    request: Request,
+    code: str,
+    name: str,
+    state: Annotated[ApiState, Depends(get_state)],
+    owner: Annotated[str, Depends(current_owner)],
+) -> JSONResponse:
+    """Queue a new version trained without `name`. Gestures after it move down one index; the
+    job's result carries the new label map. (The shipped apps never delete, so the legacy rule of
+    stable indices holds for everything they can trigger.)"""
+    model = visible_model(state, code, owner)
+    _gesture(model, name)
+    if len(model.gestures) <= 2:
+        raise HTTPException(409, "a model needs at least two gestures; this one would keep only one")
+    job = await run_in_threadpool(queue_job, state, owner, model.code, name, None, {}, None, "delete")
+    return accepted(request, job["task_id"], job["status"])
+
+
+@router.post("/{name}/frames", status_code=202, responses={404: {}, 422: {}})
+async def add_frames(
+    request: Request,
+    code: str,
+    name: str,
+    body: FramesRequest,
+    state: Annotated[ApiState, Depends(get_state)],
+    owner: Annotated[str, Depends(current_owner)],
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JSONResponse:
+    """Queue a new version where gesture `name` is retrained with these extra frames."""
+    model = visible_model(state, code, owner)
+    _gesture(model, name)
+    try:
+        frames = check_frames(body.landmarks, MIN_FRAMES, MAX_FRAMES)
+    except FrameError as exc:
+        raise bad_request(str(exc)) from None
+    job = await run_in_threadpool(
+        queue_job, state, owner, model.code, name, frames, {"allow_duplicate": True}, idempotency_key
+    )
+    return accepted(request, job["task_id"], job["status"])

@@ -1,0 +1,83 @@
+"""Gesture management through HTTP: rename, delete, add frames; each makes a new version."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+
+from ghostouch.engine import hands
+from ghostouch.engine.verify import LiteModel
+from tests.conftest import Service, poll_like_android
+
+
+def _child_with_call(service: Service) -> str:
+    frames = hands.generate_recording("call", 80, np.random.default_rng(8), handedness=1.0).tolist()
+    r = httpx.post(
+        f"{service.url}/train",
+        json={"model_code": "base_v1", "gesture": "call", "landmarks": frames, "allow_duplicate": True},
+    )
+    body, _ = poll_like_android(service.url, r.json()["task_id"])
+    assert body["status"] == "SUCCESS", body
+    return str(body["result"]["model_code"])
+
+
+def test_rename_makes_a_new_version_with_the_same_model(service: Service) -> None:
+    code = _child_with_call(service)
+    r = httpx.post(f"{service.url}/models/{code}/gestures/call/rename", json={"new_name": "전화"})
+    assert r.status_code == 201, r.text
+    renamed = r.json()
+    assert renamed["parent_code"] == code and renamed["label_map"]["전화"] == 3 and "call" not in renamed["label_map"]
+    assert httpx.get(f"{service.url}/models/{renamed['model_code']}/labels").json()["전화"] == 3
+    old = httpx.get(httpx.get(f"{service.url}/models/{code}").json()["tflite_url"]).content
+    new = httpx.get(renamed["tflite_url"]).content
+    assert old == new
+    assert httpx.get(f"{service.url}/models/{code}/labels").json()["call"] == 3  # parent unchanged
+    assert (
+        httpx.post(f"{service.url}/models/{code}/gestures/rock/rename", json={"new_name": "paper"}).status_code == 409
+    )
+    assert httpx.post(f"{service.url}/models/{code}/gestures/nope/rename", json={"new_name": "x"}).status_code == 404
+
+
+def test_delete_retrains_without_the_gesture(service: Service) -> None:
+    code = _child_with_call(service)
+    r = httpx.delete(f"{service.url}/models/{code}/gestures/rock")
+    assert r.status_code == 202, r.text
+    body, _ = poll_like_android(service.url, r.json()["task_id"])
+    assert body["status"] == "SUCCESS", body
+    assert body["result"]["label_map"] == {"paper": 0, "scissors": 1, "call": 2}
+    model = LiteModel.load(httpx.get(body["result"]["tflite_url"]).content)
+    assert model.n_outputs == 3
+    rng = np.random.default_rng(9)
+    call = model.predict_proba(hands.generate_pose("call", 100, rng, handedness=1.0))
+    assert float(np.mean(np.argmax(call, axis=1) == 2)) >= 0.8
+
+
+def test_add_frames_refines_a_gesture(service: Service) -> None:
+    code = _child_with_call(service)
+    before = {g["name"]: g["frames"] for g in httpx.get(f"{service.url}/models/{code}/gestures").json()}
+    frames = hands.generate_recording("call", 40, np.random.default_rng(10), handedness=0.0).tolist()
+    r = httpx.post(f"{service.url}/models/{code}/gestures/call/frames", json={"landmarks": frames})
+    assert r.status_code == 202, r.text
+    body, _ = poll_like_android(service.url, r.json()["task_id"])
+    assert body["status"] == "SUCCESS", body
+    new_code = body["result"]["model_code"]
+    after = {g["name"]: g["frames"] for g in httpx.get(f"{service.url}/models/{new_code}/gestures").json()}
+    assert after["call"] == before["call"] + 40 and body["result"]["label_map"]["call"] == 3
+    versions = {m["model_code"] for m in httpx.get(f"{service.url}/models").json()["models"]}
+    assert {code, new_code} <= versions
+
+
+def test_chunked_oversized_body_is_refused(service: Service) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"landmarks": ['
+        for _ in range(300):
+            yield b"0," * 5000
+
+    r = httpx.post(
+        f"{service.url}/models/base_v1/gestures/rock/frames",
+        content=chunks(),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 413
