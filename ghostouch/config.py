@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     # Worker processes started by `ghostouch serve` and tasks per worker child before recycling.
     workers: int = 1
     worker_max_tasks_per_child: int = 200
+    # A job still PENDING this long is re-queued when a worker starts (its message may be lost).
+    requeue_after_seconds: float = 30.0
     # Training-data cap per gesture (frames kept as references for children).
     max_frames_per_gesture: int = 400
     log_level: str = "INFO"

@@ -180,6 +180,7 @@ def service_env(data_dir: Path, redis_url: str | None, port: int) -> dict[str, s
             "GHOSTOUCH_PORT": str(port),
             "GHOSTOUCH_HOST": "127.0.0.1",
             "TF_CPP_MIN_LOG_LEVEL": "2",
+            "GHOSTOUCH_REQUEUE_AFTER_SECONDS": "1",
         }
     )
     if redis_url:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -94,3 +95,15 @@ def test_resending_an_existing_gesture_refines_it(service: Service, gesture: str
     gestures = httpx.get(f"{service.url}/models/{body['result']['model_code']}/gestures").json()
     base = httpx.get(f"{service.url}/models/base_v1/gestures").json()
     assert gestures[1]["frames"] == base[1]["frames"] + 60
+
+
+def test_a_job_whose_message_was_flushed_still_runs(service: Service, redis_url: str) -> None:
+    service.stop("worker")
+    r = post_recording(service.url, "four", 6)
+    task_id = r.json()["task_id"]
+    redis.Redis.from_url(redis_url).flushdb()  # the queued message is gone
+    assert httpx.get(f"{service.url}/status/{task_id}").json()["status"] == "PENDING"
+    time.sleep(1.5)
+    service.start_worker()
+    body, _ = poll_like_android(service.url, task_id, timeout=180)
+    assert body["status"] == "SUCCESS"

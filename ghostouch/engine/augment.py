@@ -34,9 +34,7 @@ class AugmentConfig:
     noise_m: float = 0.002
 
 
-def rotation_matrices(
-    rng: np.random.Generator, n: int, cfg: AugmentConfig
-) -> npt.NDArray[np.float64]:
+def rotation_matrices(rng: np.random.Generator, n: int, cfg: AugmentConfig) -> npt.NDArray[np.float64]:
     roll = np.radians(rng.uniform(-cfg.roll_deg, cfg.roll_deg, n))
     pitch = np.radians(rng.uniform(-cfg.pitch_deg, cfg.pitch_deg, n))
     yaw = np.radians(rng.uniform(-cfg.yaw_deg, cfg.yaw_deg, n))

@@ -7,6 +7,8 @@
   PIP-DIP-tip, and the thumb's chain). They do not change when the hand turns or moves.
 * `spread` (15): fingertip-to-fingertip (10) and fingertip-to-wrist (5) distances, in units of
   the hand's RMS size. Also orientation-free; they tell an open hand from a pinch or a fist.
+* `distances` (55): all distances between 11 key points (wrist, the five tips, the thumb's IP
+  and the four PIP joints), in units of the hand's RMS size: a richer orientation-free shape.
 
 Everything is built from ops that the TFLite int8 converter handles (gather, sub, mul, sum,
 rsqrt, sqrt, concat of computed tensors); exports are tested in tests/test_engine_export.py.
@@ -35,10 +37,12 @@ _BONE_CHILD = [c[i + 1] for c in CHAINS for i in range(4)]
 _JOINT_IN = [4 * f + i for f in range(5) for i in range(3)]
 _JOINT_OUT = [4 * f + i + 1 for f in range(5) for i in range(3)]
 _PAIRS = [*combinations(TIPS, 2), *((0, t) for t in TIPS)]
+KEY_POINTS = (0, 4, 8, 12, 16, 20, 3, 6, 10, 14, 18)
+_KEY_PAIRS = list(combinations(KEY_POINTS, 2))
 
-ALL_KINDS = ("coords", "angles", "spread")
-DEFAULT_KINDS: tuple[str, ...] = ALL_KINDS
-SIZES = {"coords": HANDEDNESS, "angles": len(_JOINT_IN), "spread": len(_PAIRS)}
+ALL_KINDS = ("coords", "angles", "spread", "distances")
+DEFAULT_KINDS: tuple[str, ...] = ("coords", "distances")
+SIZES = {"coords": HANDEDNESS, "angles": len(_JOINT_IN), "spread": len(_PAIRS), "distances": len(_KEY_PAIRS)}
 # Bone length floor (normalized units, squared) so that a collapsed bone cannot blow up rsqrt.
 _MIN_BONE_SQUARE = 1e-3
 
@@ -74,10 +78,11 @@ def tf_features(x: tf.Tensor, kinds: tuple[str, ...] = DEFAULT_KINDS) -> tf.Tens
         unit = bones * tf.math.rsqrt(tf.maximum(length_sq, _MIN_BONE_SQUARE))
         cosines = tf.gather(unit, _JOINT_IN, axis=1) * tf.gather(unit, _JOINT_OUT, axis=1)
         parts.append(tf.reduce_sum(cosines, axis=2))
-    if "spread" in kinds:
-        a = tf.gather(pts, [p[0] for p in _PAIRS], axis=1)
-        b = tf.gather(pts, [p[1] for p in _PAIRS], axis=1)
-        parts.append(tf.sqrt(tf.reduce_sum(tf.square(a - b), axis=2) + 1e-4))
+    for kind, pairs in (("spread", _PAIRS), ("distances", _KEY_PAIRS)):
+        if kind in kinds:
+            a = tf.gather(pts, [p[0] for p in pairs], axis=1)
+            b = tf.gather(pts, [p[1] for p in pairs], axis=1)
+            parts.append(tf.sqrt(tf.reduce_sum(tf.square(a - b), axis=2) + 1e-4))
     return parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
 
 

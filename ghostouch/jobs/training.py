@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 # A recording counts as a duplicate only if its hand shape is this close to the existing gesture
 # (in units of that gesture's distance to the others; see engine/pose_distance.py).
 MAX_DUPLICATE_SHAPE_RATIO = 0.5
+# A job in PROGRESS without any update for this long lost its worker and may be run again.
+STALE_JOB_SECONDS = 600.0
 
 
 class JobFailed(Exception):
@@ -69,9 +71,9 @@ def run_training_job(ctx: WorkerContext, task_id: str, engine_config: EngineConf
     job = repo.get_job(ctx.db_url, task_id)
     if job is None:
         raise LookupError(f"job {task_id} is not in the registry")
-    if job["status"] in repo.FINAL_STATUSES:
-        return  # a redelivered message for a finished job
-    repo.set_job(ctx.db_url, task_id, attempts=job["attempts"] + 1)
+    if not repo.claim_job(ctx.db_url, task_id, stale_after_s=STALE_JOB_SECONDS):
+        log.info("job %s is finished or being run by another worker; skipping", task_id)
+        return
 
     clock = StepClock()
 

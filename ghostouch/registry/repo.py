@@ -7,16 +7,17 @@ import io
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from ghostouch.registry.db import session_scope
-from ghostouch.registry.schema import Gesture, Job, ModelVersion, SampleSet
+from ghostouch.registry.schema import Gesture, Job, ModelVersion, SampleSet, utcnow
 from ghostouch.storage import ObjectStore
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -259,6 +260,30 @@ def update_job(s: Session, task_id: str, **fields: Any) -> None:
 def set_job(db_url: str, task_id: str, **fields: Any) -> None:
     with session_scope(db_url) as s:
         update_job(s, task_id, **fields)
+
+
+def claim_job(db_url: str, task_id: str, stale_after_s: float) -> bool:
+    """Atomically take a job for this worker: PENDING, or PROGRESS abandoned for `stale_after_s`.
+
+    Redelivered or re-queued messages for a job that is finished or running elsewhere lose the
+    race here, so no job is ever trained twice at the same time.
+    """
+    stale_before = utcnow() - timedelta(seconds=stale_after_s)
+    with session_scope(db_url) as s:
+        claimable = or_(Job.status == "PENDING", and_(Job.status == "PROGRESS", Job.updated_at < stale_before))
+        result = s.execute(
+            update(Job)
+            .where(Job.task_id == task_id, claimable)
+            .values(status="PROGRESS", current_step="starting", attempts=Job.attempts + 1, updated_at=utcnow())
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def pending_jobs_older_than(db_url: str, seconds: float) -> list[str]:
+    """Task ids of jobs still PENDING after `seconds` (their queue message may have been lost)."""
+    cutoff = utcnow() - timedelta(seconds=seconds)
+    with session_scope(db_url) as s:
+        return list(s.scalars(select(Job.task_id).where(Job.status == "PENDING", Job.created_at < cutoff)))
 
 
 def jobs_of_model(db_url: str, code: str) -> list[dict[str, Any]]:
