@@ -1,0 +1,82 @@
+"""Atomic publish: a version is visible only when every artifact is stored; failures leave nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ghostouch.publishing import publish_model
+from ghostouch.registry import repo
+from ghostouch.registry.db import migrate
+from ghostouch.storage import LocalObjectStore, RetryPolicy, StorageError, TransientError
+
+
+class FlakyStore(LocalObjectStore):
+    """A real local store whose writes of matching keys fail `failures` times (None: always)."""
+
+    def __init__(self, root: Path, fail_suffix: str, failures: int | None) -> None:
+        super().__init__(
+            root,
+            public_url="http://127.0.0.1:1",
+            signing_secret=b"s" * 32,
+            retry_policy=RetryPolicy(attempts=3, base_delay=0.0),
+            sleep=lambda _s: None,
+        )
+        self.fail_suffix, self.failures, self.attempts = fail_suffix, failures, 0
+
+    def _write(self, key: str, data: bytes, content_type: str) -> None:
+        if key.endswith(self.fail_suffix):
+            self.attempts += 1
+            if self.failures is None or self.attempts <= self.failures:
+                raise TransientError("simulated upload timeout")
+        super()._write(key, data, content_type)
+
+
+def _publish(db_url: str, store: LocalObjectStore, code: str) -> None:
+    publish_model(
+        db_url,
+        store,
+        code=code,
+        parent_code=None,
+        owner="anonymous",
+        kind="trained",
+        gestures=[repo.GestureInfo("a", 0, [], 0), repo.GestureInfo("b", 1, [], 0)],
+        tflite_uint8=b"uint8-model",
+        tflite_float=b"float-model",
+        metrics={},
+        training_config={},
+    )
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'registry.sqlite3'}"
+    migrate(url)
+    return url
+
+
+def test_permanent_upload_failure_leaves_nothing_visible_or_orphaned(db_url: str, tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "objects", "_report.json", failures=None)
+    with pytest.raises(StorageError, match="simulated upload timeout"):
+        _publish(db_url, store, "mfailed")
+    assert store.attempts == 3
+    assert repo.get_model(db_url, "mfailed") is None
+    assert store.list_keys("models/") == []
+
+
+def test_transient_upload_failures_are_retried(db_url: str, tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "objects", ".tflite", failures=2)
+    _publish(db_url, store, "mretried")
+    model = repo.get_model(db_url, "mretried")
+    assert model is not None and store.get_bytes(model.artifacts["tflite"]["key"]) == b"uint8-model"
+    assert len(store.list_keys("models/")) == 4
+
+
+def test_registry_failure_removes_stored_artifacts(db_url: str, tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "objects", "never", failures=0)
+    _publish(db_url, store, "mtwice")
+    before = store.list_keys("models/")
+    with pytest.raises(ValueError, match="already exists"):
+        _publish(db_url, store, "mtwice")
+    assert store.list_keys("models/") == before
