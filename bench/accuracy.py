@@ -213,6 +213,7 @@ def parse_config(text: str | None) -> EngineConfig:
     import json
 
     from ghostouch.engine.augment import AugmentConfig
+
     raw = json.loads(text) if text else {}
     train_cfg = raw.pop("train", {})
     augment_cfg = raw.pop("augment", {})
@@ -362,8 +363,10 @@ def main() -> None:
     print(table(results))
     print()
     print(ratios(results))
-    print(f"models failing the engine's uint8 agreement check: {len(FAILED_CHECKS)} "
-          f"{[round(a, 4) for a in FAILED_CHECKS]}")
+    print(
+        f"models failing the engine's uint8 agreement check: {len(FAILED_CHECKS)} "
+        f"{[round(a, 4) for a in FAILED_CHECKS]}"
+    )
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 
