@@ -169,6 +169,15 @@ def _where(proba: Frames, labels: list[str]) -> str:
     return " ".join(f"{n}={c:.2f}" for n, c in zip([*labels, "none"], counts, strict=True) if c)
 
 
+def decision_agreement(lite: Frames, reference: Frames) -> float:
+    """Share of frames where both models show the same thing: a gesture (top prob >= 0.5), or
+    "no gesture"."""
+    def decide(p: Frames) -> npt.NDArray[np.int64]:
+        return np.where(p.max(axis=1) >= 0.5, p.argmax(axis=1), -1)
+
+    return float(np.mean(decide(lite) == decide(reference)))
+
+
 def recognized(proba: Frames, label: int) -> float:
     return float(np.mean((proba.argmax(axis=1) == label) & (proba.max(axis=1) >= 0.5)))
 
@@ -244,8 +253,8 @@ def ours(cfg: EngineConfig) -> tuple[Trainer, DupCheck, Callable]:
         return check_duplicate(lite, labels, frames).is_duplicate
 
     def agree(model: object, lite: LiteModel, frames: Frames) -> float:
-        float_top = predict_proba(model.weights, app_view(frames)).argmax(axis=1)  # type: ignore[attr-defined]
-        return float(np.mean(lite.predict_proba(frames).argmax(axis=1) == float_top))
+        float_proba = predict_proba(model.weights, app_view(frames))  # type: ignore[attr-defined]
+        return decision_agreement(lite.predict_proba(frames), float_proba)
 
     return train, dup, agree
 
@@ -263,8 +272,8 @@ def baseline() -> tuple[Trainer, DupCheck, Callable]:
         return seed_baseline.is_duplicate(parent, frames)  # type: ignore[arg-type]
 
     def agree(model: object, lite: LiteModel, frames: Frames) -> float:
-        keras_top = model.model.predict(app_view(frames), verbose=0).argmax(axis=1)  # type: ignore[attr-defined]
-        return float(np.mean(lite.predict_proba(frames).argmax(axis=1) == keras_top))
+        keras_proba = model.model.predict(app_view(frames), verbose=0)  # type: ignore[attr-defined]
+        return decision_agreement(lite.predict_proba(frames), keras_proba)
 
     return train, dup, agree
 

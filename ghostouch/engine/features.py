@@ -38,11 +38,11 @@ _JOINT_IN = [4 * f + i for f in range(5) for i in range(3)]
 _JOINT_OUT = [4 * f + i + 1 for f in range(5) for i in range(3)]
 _PAIRS = [*combinations(TIPS, 2), *((0, t) for t in TIPS)]
 KEY_POINTS = (0, 4, 8, 12, 16, 20, 3, 6, 10, 14, 18)
-_KEY_PAIRS = list(combinations(KEY_POINTS, 2))
+KEY_PAIRS = list(combinations(KEY_POINTS, 2))
 
 ALL_KINDS = ("coords", "angles", "spread", "distances")
 DEFAULT_KINDS: tuple[str, ...] = ("coords", "distances")
-SIZES = {"coords": HANDEDNESS, "angles": len(_JOINT_IN), "spread": len(_PAIRS), "distances": len(_KEY_PAIRS)}
+SIZES = {"coords": HANDEDNESS, "angles": len(_JOINT_IN), "spread": len(_PAIRS), "distances": len(KEY_PAIRS)}
 # Bone length floor (normalized units, squared) so that a collapsed bone cannot blow up rsqrt.
 _MIN_BONE_SQUARE = 1e-3
 
@@ -78,7 +78,7 @@ def tf_features(x: tf.Tensor, kinds: tuple[str, ...] = DEFAULT_KINDS) -> tf.Tens
         unit = bones * tf.math.rsqrt(tf.maximum(length_sq, _MIN_BONE_SQUARE))
         cosines = tf.gather(unit, _JOINT_IN, axis=1) * tf.gather(unit, _JOINT_OUT, axis=1)
         parts.append(tf.reduce_sum(cosines, axis=2))
-    for kind, pairs in (("spread", _PAIRS), ("distances", _KEY_PAIRS)):
+    for kind, pairs in (("spread", _PAIRS), ("distances", KEY_PAIRS)):
         if kind in kinds:
             a = tf.gather(pts, [p[0] for p in pairs], axis=1)
             b = tf.gather(pts, [p[1] for p in pairs], axis=1)

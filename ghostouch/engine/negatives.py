@@ -22,12 +22,14 @@ from ghostouch.engine.augment import (
     set_finger,
     to_frames,
 )
+from ghostouch.engine.features import KEY_PAIRS
 from ghostouch.engine.frames import HANDEDNESS, landmarks, normalize
 
 # Flexion (MCP, PIP, DIP; degrees) ranges of finger states, and the curl that separates them.
 OPEN = ((-10.0, 25.0), (0.0, 25.0), (0.0, 20.0))
 CLOSED = ((45.0, 90.0), (60.0, 105.0), (20.0, 70.0))
 HOOK = ((-10.0, 20.0), (75.0, 105.0), (30.0, 70.0))
+HALF = ((20.0, 50.0), (30.0, 70.0), (10.0, 40.0))
 CURLED_DEG = 60.0
 
 
@@ -53,8 +55,12 @@ def finger_changes(frames: npt.NDArray[np.float32], n: int, rng: np.random.Gener
         sub = pts[rows]
         curled = finger_curl(sub, f) >= CURLED_DEG
         target = np.where(curled[:, None], _draw(OPEN, len(rows), rng), _draw(CLOSED, len(rows), rng))
-        hook = (~curled) & (rng.random(len(rows)) < 0.25)
+        # Some straight fingers get hooked instead of curled; some fingers only half bent.
+        pick = rng.random(len(rows))
+        hook = (~curled) & (pick < 0.25)
         target[hook] = _draw(HOOK, int(hook.sum()), rng)
+        half = pick >= 0.7
+        target[half] = _draw(HALF, int(half.sum()), rng)
         set_finger(sub, f, target)
         pts[rows] = sub
     rows = np.flatnonzero(chosen[:, 0])
@@ -98,27 +104,37 @@ def finger_chimeras(
     return out
 
 
+def shape(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Orientation-free hand shape: distances between the key points of `features.KEY_POINTS`,
+    in units of the hand's RMS size (the model's `distances` features, in NumPy)."""
+    pts = normalize(frames).reshape(-1, 21, 3)
+    a, b = np.asarray(KEY_PAIRS).T
+    return np.asarray(np.linalg.norm(pts[:, a] - pts[:, b], axis=2), dtype=np.float32)
+
+
+def nearest_distance(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """For each row of `a`, the Euclidean distance to the nearest row of `b`."""
+    d2 = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.asarray(np.sqrt(np.maximum(d2.min(axis=1), 0.0)))
+
+
 def far_from(
     candidates: npt.NDArray[np.float32], references: npt.NDArray[np.float32], min_distance: float
 ) -> npt.NDArray[np.float32]:
-    """Candidates whose normalized pose is at least `min_distance` from every reference frame."""
+    """Candidates whose hand shape is at least `min_distance` from every reference frame's."""
     if len(candidates) == 0:
         return candidates
-    cand = normalize(candidates)
-    ref = normalize(references)
-    d2 = (cand**2).sum(1)[:, None] + (ref**2).sum(1)[None, :] - 2.0 * cand @ ref.T
-    nearest = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
-    return candidates[nearest >= min_distance]
+    return candidates[nearest_distance(shape(candidates), shape(references)) >= min_distance]
 
 
 def typical_spacing(frames: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]) -> float:
-    """Median distance from a gesture frame to the farthest-but-typical frame of its own gesture."""
-    feats = normalize(frames)
+    """Median over gestures of the 90th-percentile distance of a frame's shape to its gesture's
+    mean shape: how far apart frames of one gesture typically are."""
+    feats = shape(frames)
     spreads = []
     for label in np.unique(labels):
         f = feats[labels == label]
-        centre = f.mean(axis=0)
-        spreads.append(float(np.percentile(np.linalg.norm(f - centre, axis=1), 90)))
+        spreads.append(float(np.percentile(np.linalg.norm(f - f.mean(axis=0), axis=1), 90)))
     return float(np.median(spreads))
 
 
