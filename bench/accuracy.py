@@ -172,6 +172,7 @@ def _where(proba: Frames, labels: list[str]) -> str:
 def decision_agreement(lite: Frames, reference: Frames) -> float:
     """Share of frames where both models show the same thing: a gesture (top prob >= 0.5), or
     "no gesture"."""
+
     def decide(p: Frames) -> npt.NDArray[np.int64]:
         return np.where(p.max(axis=1) >= 0.5, p.argmax(axis=1), -1)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -60,7 +61,7 @@ def main() -> None:
             copy_baseline = 0
             for i in range(args.versions):
                 pose = POSES[i % len(POSES)]
-                name = f"{pose}-{i}" if i < 12 else pose + "-" + str(i % 12)
+                name = f"{pose}-{i}"
                 frames = hands.generate_recording(pose, 100, rng, handedness=float(i % 2))
                 body = {"model_code": parent, "gesture": name, "landmarks": frames.tolist(), "allow_duplicate": True}
                 task = httpx.post(f"{url}/train", json=body, timeout=30).json()["task_id"]
@@ -70,9 +71,11 @@ def main() -> None:
                 parent = status["result"]["model_code"]
                 info = httpx.get(f"{url}/models/{parent}").json()
                 copy_baseline += sum(g["frames"] for g in info["labels"]) * 64 * 4
+            with sqlite3.connect(data / "registry.sqlite3") as db_conn:  # fold the WAL into the file
+                db_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             samples = tree_bytes(data / "objects" / "samples") - start_samples
             models = tree_bytes(data / "objects" / "models") - start_models
-            db = tree_bytes(data) - tree_bytes(data / "objects") - tree_bytes(data / "run")
+            db = (data / "registry.sqlite3").stat().st_size
             labels = len(httpx.get(f"{url}/models/{parent}/labels").json())
         finally:
             proc.send_signal(signal.SIGINT)
@@ -81,7 +84,9 @@ def main() -> None:
     print(f"{n} versions in one lineage, final model has {labels} gestures")
     print(f"training samples stored: {samples / 1024:.1f} KiB total, {samples / n / 1024:.1f} KiB per version")
     print(f"model artifacts (uint8 + float tflite, labels, report): {models / n / 1024:.1f} KiB per version")
-    print(f"registry database + signing key: {db / 1024:.1f} KiB total, {db / n / 1024:.2f} KiB per version")
+    print(
+        f"registry database (SQLite, all versions and jobs): {db / 1024:.1f} KiB total, {db / n / 1024:.2f} KiB per version"
+    )
     print(f"baseline (copy frames into every version): {copy_baseline / n / 1024:.1f} KiB per version")
     print(f"ratio samples stored / baseline copies: {samples / copy_baseline:.3f}")
 
