@@ -84,9 +84,7 @@ def main() -> None:
     print(f"{n} versions in one lineage, final model has {labels} gestures")
     print(f"training samples stored: {samples / 1024:.1f} KiB total, {samples / n / 1024:.1f} KiB per version")
     print(f"model artifacts (uint8 + float tflite, labels, report): {models / n / 1024:.1f} KiB per version")
-    print(
-        f"registry database (SQLite, all versions and jobs): {db / 1024:.1f} KiB total, {db / n / 1024:.2f} KiB per version"
-    )
+    print(f"registry (SQLite, all versions and jobs): {db / 1024:.1f} KiB, {db / n / 1024:.2f} KiB per version")
     print(f"baseline (copy frames into every version): {copy_baseline / n / 1024:.1f} KiB per version")
     print(f"ratio samples stored / baseline copies: {samples / copy_baseline:.3f}")
 
