@@ -103,7 +103,10 @@ def synthetic_base_data(seed: int = 1) -> dict[str, np.ndarray]:
     from ghostouch.engine import hands
 
     rng = np.random.default_rng(seed)
-    return {name: hands.generate_pose(name, SYNTHETIC_FRAMES_PER_GESTURE, rng) for name in BASE_V1_LABELS}
+    return {
+        name: hands.generate_pose(name, SYNTHETIC_FRAMES_PER_GESTURE, rng, orientation="natural")
+        for name in BASE_V1_LABELS
+    }
 
 
 def ensure_base(settings: Settings) -> bool:

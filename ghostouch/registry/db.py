@@ -8,8 +8,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,6 +38,9 @@ def get_engine(url: str) -> Engine:
 
 def migrate(url: str) -> None:
     """Bring the database at `url` to the newest schema (idempotent)."""
+    from alembic import command  # imported here: Alembic is only needed once per process
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     engine = get_engine(url)

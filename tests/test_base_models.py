@@ -1,0 +1,57 @@
+"""Base models: the synthetic base_v1 transfers to real hands; CSV import validation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ghostouch.bases import BASE_V1_LABELS, order_labels, read_csv, synthetic_base_data
+from ghostouch.engine.frames import FrameError
+from ghostouch.engine.trainer import GestureFrames, train_gesture_model
+from ghostouch.engine.verify import LiteModel
+from tests.conftest import read_frames_csv
+
+
+def test_synthetic_base_classifies_real_recordings(shared_data: Path) -> None:
+    data = synthetic_base_data()
+    model = LiteModel.load(train_gesture_model([GestureFrames(k, data[k]) for k in BASE_V1_LABELS]).tflite_uint8)
+    real = read_frames_csv(shared_data / "ghostouch" / "base_v1.csv")
+    correct = [np.argmax(model.predict_proba(real[k]), axis=1) == i for i, k in enumerate(BASE_V1_LABELS)]
+    accuracy = float(np.mean(np.concatenate(correct)))
+    print(f"synthetic base_v1 on real base_v1.csv: {accuracy:.1%}")
+    assert accuracy >= 0.90
+
+
+def test_csv_import_validation(tmp_path: Path) -> None:
+    header = "label," + ",".join(str(i) for i in range(64))
+    row = lambda label, v=0.01: label + "," + ",".join([str(v)] * 63 + ["1"])  # noqa: E731
+    good = tmp_path / "good.csv"
+    good.write_text("\n".join([header, row("paper"), row("rock"), row("scissors")]) + "\n")
+    assert set(read_csv(good)) == {"paper", "rock", "scissors"}
+    assert order_labels(["scissors", "rock", "paper"], "base_v1", None) == ["paper", "rock", "scissors"]
+    assert order_labels(["b", "a"], "mine", None) == ["a", "b"]
+    with pytest.raises(ValueError, match="exactly the labels"):
+        order_labels(["a", "b"], "base_v1", None)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([header, row("paper"), row("rock", 0.9)]) + "\n")
+    with pytest.raises(FrameError, match="line 3"):
+        read_csv(bad)
+    (tmp_path / "noheader.csv").write_text(row("paper") + "\n")
+    with pytest.raises(FrameError, match="header"):
+        read_csv(tmp_path / "noheader.csv")
+
+
+def test_api_process_never_imports_tensorflow_and_starts_fast() -> None:
+    code = (
+        "import sys, time; t = time.perf_counter(); "
+        "from ghostouch.api.app import create_app; create_app(); "
+        "print(time.perf_counter() - t); "
+        "sys.exit(1 if any(m.split('.')[0] in ('tensorflow', 'keras', 'ai_edge_litert') for m in sys.modules) else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, "the API imported TensorFlow/LiteRT: " + done.stderr
+    assert float(done.stdout.strip()) < 2.0
