@@ -63,22 +63,38 @@ def build(n_outputs: int, parent: SeedModel | None, seed: int) -> keras.Model:
     h = keras.layers.Dropout(0.3, seed=seed)(h)
     out = keras.layers.Dense(n_outputs, activation="softmax", kernel_initializer=init)(h)
     model = keras.Model(inputs, out)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     return model
+
+
+def _frozen(model: keras.Model) -> tf.types.experimental.ConcreteFunction:
+    """The trained network rebuilt from plain TF ops with its weights as constants (the TFLite
+    calibrator cannot read Keras variables)."""
+    k1, c1, k2, c2 = (tf.constant(w) for w in model.get_layer("extractor").get_weights())
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    w1, b1 = (tf.constant(w) for w in dense[0].get_weights())
+    w2, b2 = (tf.constant(w) for w in dense[1].get_weights())
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 64], tf.float32, name="landmarks")])
+    def serve(x: tf.Tensor) -> tf.Tensor:
+        h = tf.expand_dims(x, 2)
+        h = tf.nn.relu(tf.nn.conv1d(h, k1, 1, "SAME") + c1)
+        h = tf.nn.max_pool1d(h, 2, 2, "VALID")
+        h = tf.nn.relu(tf.nn.conv1d(h, k2, 1, "SAME") + c2)
+        h = tf.nn.max_pool1d(h, 2, 2, "VALID")
+        h = tf.reshape(h, [1, -1])
+        return tf.nn.softmax(tf.matmul(tf.nn.relu(tf.matmul(h, w1) + b1), w2) + b2)
+
+    return serve.get_concrete_function()
 
 
 def export_uint8(model: keras.Model, frames: Frames) -> bytes:
     calib = calibration_frames(frames)
 
-    @tf.function(input_signature=[tf.TensorSpec([1, 64], tf.float32, name="landmarks")])
-    def serve(x: tf.Tensor) -> tf.Tensor:
-        return model(x, training=False)
-
     def representative() -> Iterator[list[Frames]]:
         for row in calib:
             yield [row[None, :]]
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([_frozen(model)])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -88,30 +104,65 @@ def export_uint8(model: keras.Model, frames: Frames) -> bytes:
         return bytes(converter.convert())
 
 
-def train(gestures: list[tuple[str, Frames]], parent: SeedModel | None = None, seed: int = 0) -> SeedModel:
+def _fit(model: keras.Model, x: Frames, y: np.ndarray, weights: np.ndarray, val: tuple, seed: int) -> int:
+    """Keras `fit` semantics (batch 32, reshuffled every epoch, class-weighted loss, early stopping
+    on the validation loss with patience 5, best weights restored) in a compiled loop: Keras'
+    own per-epoch overhead made the baseline too slow to benchmark."""
+    optimizer = keras.optimizers.Adam(1e-3)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=None)
+    variables = model.trainable_variables
+
+    @tf.function
+    def epoch(xs: tf.Tensor, ys: tf.Tensor, ws: tf.Tensor) -> None:
+        n = tf.shape(xs)[0]
+        for start in tf.range(0, n, 32):
+            xb, yb, wb = xs[start : start + 32], ys[start : start + 32], ws[start : start + 32]
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(loss_fn(yb, model(xb, training=True)) * wb)
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+
+    @tf.function
+    def val_loss(xs: tf.Tensor, ys: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_mean(loss_fn(ys, model(xs, training=False)))
+
+    rng = np.random.default_rng(seed)
+    best, best_weights, waited, epochs = np.inf, model.get_weights(), 0, 0
+    for epochs in range(1, 501):  # noqa: B007 - the count is returned
+        order = rng.permutation(len(x))
+        epoch(tf.constant(x[order]), tf.constant(y[order]), tf.constant(weights[y[order]]))
+        loss = float(val_loss(tf.constant(val[0]), tf.constant(val[1])))
+        if loss < best:
+            best, best_weights, waited = loss, model.get_weights(), 0
+        else:
+            waited += 1
+            if waited >= 5:
+                break
+    model.set_weights(best_weights)
+    return epochs
+
+
+def train(
+    gestures: list[tuple[str, Frames]], parent: SeedModel | None = None, seed: int = 0
+) -> SeedModel:
     """Train on every gesture's frames (the parent's gestures first), as the seed did."""
     keras.utils.set_random_seed(seed)
     x = app_view(np.concatenate([f for _, f in gestures]))
-    y = np.concatenate([np.full(len(f), i) for i, (_, f) in enumerate(gestures)])
+    y = np.concatenate([np.full(len(f), i) for i, (_, f) in enumerate(gestures)]).astype(np.int32)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
     n_val = max(1, int(0.2 * len(x)))
     val, fit = order[:n_val], order[n_val:]
     counts = np.bincount(y[fit], minlength=len(gestures))
-    weights = {i: len(fit) / (len(gestures) * max(c, 1)) for i, c in enumerate(counts)}
+    class_weights = (len(fit) / (len(gestures) * np.maximum(counts, 1))).astype(np.float32)
     model = build(len(gestures), parent, seed)
-    stop = keras.callbacks.EarlyStopping(patience=5, restore_best_weights=True)
-    history = model.fit(
-        x[fit], y[fit], validation_data=(x[val], y[val]), batch_size=32, epochs=500,
-        class_weight=weights, callbacks=[stop], verbose=0, shuffle=True,
-    )  # fmt: skip
+    epochs = _fit(model, x[fit], y[fit], class_weights, (x[val], y[val]), seed)
     originals = np.concatenate([f for _, f in gestures])
     return SeedModel(
         labels=[name for name, _ in gestures],
         model=model,
         tflite_uint8=export_uint8(model, originals),
         frames=dict(gestures),
-        epochs=len(history.history["loss"]),
+        epochs=epochs,
     )
 
 

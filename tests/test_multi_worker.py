@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import redis
 
 from ghostouch.engine import hands
 from tests.conftest import Service, free_port, poll_like_android, service_env
@@ -32,7 +33,10 @@ def cluster(
         "GHOSTOUCH_FIREBASE_PROJECT_ID": gcs_emulator.project,
         "STORAGE_EMULATOR_HOST": gcs_emulator.url,
     }
-    api_env = {**service_env(tmp_path / "api-scratch", redis_url, port), **shared}
+    # A Redis database of its own: the session-wide `service` workers must not take these jobs.
+    broker = redis_url.rsplit("/", 1)[0] + "/14"
+    redis.Redis.from_url(broker).flushdb()
+    api_env = {**service_env(tmp_path / "api-scratch", broker, port), **shared}
     svc = Service(tmp_path / "api-scratch", api_env, port, logs=tmp_path)
     svc.data_dir.mkdir()
     try:
