@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -30,7 +31,13 @@ def _concrete_function(weights: Weights) -> tf.types.experimental.ConcreteFuncti
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """The converter prints a 'Saved artifact' block on every call; keep job logs readable."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+        warnings.catch_warnings(),
+    ):
+        # "Statistics for quantized inputs were expected": the input range comes from calibration.
+        warnings.simplefilter("ignore", UserWarning)
         yield
 
 

@@ -2,21 +2,23 @@
 
 * `coords` (63): landmarks with left hands mirrored, centred on their mean and divided by their
   RMS (`frames.normalize`). They keep the orientation, which is what tells thumbs-up from
-  thumbs-down and point-left from point-right.
-* `angles` (15): cosine of the bend at every finger joint (wrist-MCP-PIP, MCP-PIP-DIP,
-  PIP-DIP-tip, and the thumb's chain). They do not change when the hand turns or moves.
-* `spread` (15): fingertip-to-fingertip (10) and fingertip-to-wrist (5) distances, in units of
-  the hand's RMS size. Also orientation-free; they tell an open hand from a pinch or a fist.
-* `distances` (55): all distances between 11 key points (wrist, the five tips, the thumb's IP
-  and the four PIP joints), in units of the hand's RMS size: a richer orientation-free shape.
+  thumbs-down.
+* `distances` (55): the distances between 11 key points (wrist, the five tips, the thumb's IP
+  and the four PIP joints), in units of the hand's RMS size. They ignore position, size,
+  rotation and mirroring: the hand's shape whatever the angle it is seen from. On the real
+  benchmark recordings, a classifier on these alone generalizes to later frames of a gesture
+  far better than one on coordinates (whose orientation drifts by tens of degrees).
 
-Everything is built from ops that the TFLite int8 converter handles (gather, sub, mul, sum,
-rsqrt, sqrt, concat of computed tensors); exports are tested in tests/test_engine_export.py.
+The graph is kept small and int8-friendly, because every op costs converter time on each
+export and quantization error in the legacy uint8 model: averaging, mirroring and the landmark
+differences are products with constant matrices whose entries are exact in int8 (0, ±1, 1/21);
+no op is fed by `ones_like` (a concat with it crashes the TF 2.21 TFLite converter).
 """
 
 from __future__ import annotations
 
 import os
+from functools import cache
 from itertools import combinations
 
 import numpy as np
@@ -27,62 +29,56 @@ import tensorflow as tf
 
 from ghostouch.engine.frames import HANDEDNESS, MIN_MEAN_SQUARE
 
-# Landmark chains, wrist first: thumb, index, middle, ring, little.
-CHAINS = ((0, 1, 2, 3, 4), (0, 5, 6, 7, 8), (0, 9, 10, 11, 12), (0, 13, 14, 15, 16), (0, 17, 18, 19, 20))
-TIPS = (4, 8, 12, 16, 20)
-# Bones as (parent, child) landmark pairs, four per chain.
-_BONE_PARENT = [c[i] for c in CHAINS for i in range(4)]
-_BONE_CHILD = [c[i + 1] for c in CHAINS for i in range(4)]
-# Joints as (bone into the joint, bone out of it), three per chain.
-_JOINT_IN = [4 * f + i for f in range(5) for i in range(3)]
-_JOINT_OUT = [4 * f + i + 1 for f in range(5) for i in range(3)]
-_PAIRS = [*combinations(TIPS, 2), *((0, t) for t in TIPS)]
 KEY_POINTS = (0, 4, 8, 12, 16, 20, 3, 6, 10, 14, 18)
-KEY_PAIRS = list(combinations(KEY_POINTS, 2))
-
-ALL_KINDS = ("coords", "angles", "spread", "distances")
-DEFAULT_KINDS: tuple[str, ...] = ("coords", "distances")
-SIZES = {"coords": HANDEDNESS, "angles": len(_JOINT_IN), "spread": len(_PAIRS), "distances": len(KEY_PAIRS)}
-# Bone length floor (normalized units, squared) so that a collapsed bone cannot blow up rsqrt.
-_MIN_BONE_SQUARE = 1e-3
+KEY_PAIRS: tuple[tuple[int, int], ...] = tuple(combinations(KEY_POINTS, 2))
+ALL_KINDS = ("coords", "distances")
+DEFAULT_KINDS: tuple[str, ...] = ALL_KINDS
+SIZES = {"coords": HANDEDNESS, "distances": len(KEY_PAIRS)}
 
 
 def n_features(kinds: tuple[str, ...] = DEFAULT_KINDS) -> int:
     return sum(SIZES[k] for k in kinds)
 
 
-def tf_normalized_points(x: tf.Tensor) -> tf.Tensor:
-    """Raw [b, 64] frames -> [b, 21, 3] landmarks, left hands mirrored, centred, unit RMS."""
-    pts = tf.reshape(x[:, :HANDEDNESS], [-1, 21, 3])
-    right = tf.clip_by_value(x[:, HANDEDNESS:] * 20.0, 0.0, 1.0)
-    sign = tf.expand_dims(2.0 * right - 1.0, 1)
-    # Negate x of left hands. (Built from constant masks: a concat with ones_like here crashes
-    # the TFLite converter of TF 2.21.)
-    pts = pts * (sign * tf.constant([[[1.0, 0.0, 0.0]]]) + tf.constant([[[0.0, 1.0, 1.0]]]))
-    centred = pts - tf.reduce_mean(pts, axis=1, keepdims=True)
-    flat = tf.reshape(centred, [-1, HANDEDNESS])
-    mean_square = tf.reduce_mean(tf.square(flat), axis=1, keepdims=True)
-    inv_scale = tf.math.rsqrt(tf.maximum(mean_square, MIN_MEAN_SQUARE))
-    return centred * tf.expand_dims(inv_scale, 2)
+@cache
+def _constants() -> dict[str, npt.NDArray[np.float32]]:
+    axis = np.arange(HANDEDNESS) % 3
+    # flat @ average = each coordinate's mean over the 21 landmarks, repeated per landmark.
+    average = (axis[:, None] == axis[None, :]).astype(np.float32) / 21.0
+    # Mirror factor of left hands: right * slope + offset = (2 right - 1, 1, 1) per landmark.
+    slope = np.where(axis == 0, 2.0, 0.0).astype(np.float32)[None, :]
+    offset = np.where(axis == 0, -1.0, 1.0).astype(np.float32)[None, :]
+    # flat @ differences = (landmark a - landmark b) for every key pair, [pairs * 3] columns.
+    differences = np.zeros((HANDEDNESS, 3 * len(KEY_PAIRS)), np.float32)
+    for i, (a, b) in enumerate(KEY_PAIRS):
+        for c in range(3):
+            differences[3 * a + c, 3 * i + c] = 1.0
+            differences[3 * b + c, 3 * i + c] = -1.0
+    return {"average": average, "slope": slope, "offset": offset, "differences": differences}
+
+
+def tf_normalized(x: tf.Tensor) -> tf.Tensor:
+    """Raw [b, 64] frames -> [b, 63] landmarks, left hands mirrored, centred, unit RMS."""
+    k = _constants()
+    flat = x[:, :HANDEDNESS]
+    # Handedness arrives as 1.0 (raw) or 0.127 (the apps' clamped uint8 input): both are right.
+    right = tf.minimum(x[:, HANDEDNESS:] * 20.0, 1.0)
+    flat = flat * (right * k["slope"] + k["offset"])
+    centred = flat - tf.matmul(flat, k["average"])
+    mean_square = tf.reduce_mean(tf.square(centred), axis=1, keepdims=True)
+    return centred * tf.math.rsqrt(tf.maximum(mean_square, MIN_MEAN_SQUARE))
 
 
 def tf_features(x: tf.Tensor, kinds: tuple[str, ...] = DEFAULT_KINDS) -> tf.Tensor:
     """Raw [b, 64] frames -> [b, n_features(kinds)] features."""
-    pts = tf_normalized_points(x)
+    coords = tf_normalized(x)
     parts = []
     if "coords" in kinds:
-        parts.append(tf.reshape(pts, [-1, HANDEDNESS]))
-    if "angles" in kinds:
-        bones = tf.gather(pts, _BONE_CHILD, axis=1) - tf.gather(pts, _BONE_PARENT, axis=1)
-        length_sq = tf.reduce_sum(tf.square(bones), axis=2, keepdims=True)
-        unit = bones * tf.math.rsqrt(tf.maximum(length_sq, _MIN_BONE_SQUARE))
-        cosines = tf.gather(unit, _JOINT_IN, axis=1) * tf.gather(unit, _JOINT_OUT, axis=1)
-        parts.append(tf.reduce_sum(cosines, axis=2))
-    for kind, pairs in (("spread", _PAIRS), ("distances", KEY_PAIRS)):
-        if kind in kinds:
-            a = tf.gather(pts, [p[0] for p in pairs], axis=1)
-            b = tf.gather(pts, [p[1] for p in pairs], axis=1)
-            parts.append(tf.sqrt(tf.reduce_sum(tf.square(a - b), axis=2) + 1e-4))
+        parts.append(coords)
+    if "distances" in kinds:
+        diff = tf.matmul(coords, _constants()["differences"])
+        squared = tf.reduce_sum(tf.reshape(tf.square(diff), [-1, len(KEY_PAIRS), 3]), axis=2)
+        parts.append(tf.sqrt(squared + 1e-4))
     return parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
 
 

@@ -60,52 +60,70 @@ def _mlp(f: tf.Tensor, params: list[tf.Tensor]) -> tf.Tensor:
 
 
 _SPEC = [
-    tf.TensorSpec([None, None], tf.float32),  # standardized features
-    tf.TensorSpec([None, None], tf.float32),  # soft targets
-    tf.TensorSpec([None, None], tf.int32),  # [steps, batch] sample indices
+    tf.TensorSpec([None, None, None], tf.float32),  # [steps, batch, features] standardized
+    tf.TensorSpec([None, None, None], tf.float32),  # [steps, batch, outputs] soft targets
+    tf.TensorSpec([None], tf.float32),  # logit offsets: 0 for real outputs, -1e9 for padding
     *[tf.TensorSpec([None, None] if i % 2 == 0 else [None], tf.float32) for i in range(6)],
     tf.TensorSpec([], tf.float32),  # learning rate
     tf.TensorSpec([], tf.float32),  # weight decay
 ]
 
 
+def _train_loop(fb, tb, offsets, w1, b1, w2, b2, w3, b3, lr, decay):  # type: ignore[no-untyped-def]
+    params = [w1, b1, w2, b2, w3, b3]
+    m = [tf.zeros_like(p) for p in params]
+    v = [tf.zeros_like(p) for p in params]
+    steps = tf.shape(fb)[0]
+    total = tf.cast(steps, tf.float32)
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+
+    def step(i, params, m, v):  # type: ignore[no-untyped-def]
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            logits = _mlp(fb[i], params) + offsets
+            ce = tf.nn.softmax_cross_entropy_with_logits(labels=tb[i], logits=logits)
+            loss = tf.reduce_mean(ce)
+            loss += decay * (tf.reduce_sum(tf.square(params[0])) + tf.reduce_sum(tf.square(params[2])))
+        grads = tape.gradient(loss, params)
+        t = tf.cast(i + 1, tf.float32)
+        # Short warm-up, then cosine decay: big steps early, a quiet finish.
+        lr_t = lr * tf.minimum(1.0, t / 20.0) * 0.5 * (1.0 + tf.cos(np.pi * t / total))
+        correction = tf.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
+        new_m = [beta1 * mi + (1 - beta1) * g for mi, g in zip(m, grads, strict=True)]
+        new_v = [beta2 * vi + (1 - beta2) * g * g for vi, g in zip(v, grads, strict=True)]
+        new_p = [
+            p - lr_t * correction * mi / (tf.sqrt(vi) + eps)
+            for p, mi, vi in zip(params, new_m, new_v, strict=True)
+        ]
+        return i + 1, new_p, new_m, new_v
+
+    _, params, _, _ = tf.while_loop(
+        lambda i, *_: i < steps, step, [tf.constant(0), params, m, v], parallel_iterations=1
+    )
+    return params
+
+
+@lru_cache(maxsize=2)
+def _trainer(xla: bool) -> Any:
+    """The training loop as one graph. With XLA it is compiled once per (steps, batch, features,
+    padded outputs) shape, which the fixed batch plan and output padding keep to a handful."""
+    return tf.function(_train_loop, input_signature=_SPEC, jit_compile=xla, reduce_retracing=True)
+
+
 @lru_cache(maxsize=1)
-def _trainer() -> Any:
-    @tf.function(input_signature=_SPEC, reduce_retracing=True)
-    def train(f, targets, batches, w1, b1, w2, b2, w3, b3, lr, decay):  # type: ignore[no-untyped-def]
-        params = [w1, b1, w2, b2, w3, b3]
-        m = [tf.zeros_like(p) for p in params]
-        v = [tf.zeros_like(p) for p in params]
-        steps = tf.shape(batches)[0]
-        total = tf.cast(steps, tf.float32)
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
+def _feature_graph() -> Any:
+    return tf.function(
+        lambda x: feats.tf_features(x, FEATURE_KINDS),
+        input_signature=[tf.TensorSpec([None, 64], tf.float32)],
+    )
 
-        def step(i, params, m, v):  # type: ignore[no-untyped-def]
-            idx = batches[i]
-            fb, tb = tf.gather(f, idx), tf.gather(targets, idx)
-            with tf.GradientTape() as tape:
-                tape.watch(params)
-                ce = tf.nn.softmax_cross_entropy_with_logits(labels=tb, logits=_mlp(fb, params))
-                loss = tf.reduce_mean(ce)
-                loss += decay * (tf.reduce_sum(tf.square(params[0])) + tf.reduce_sum(tf.square(params[2])))
-            grads = tape.gradient(loss, params)
-            t = tf.cast(i + 1, tf.float32)
-            # Short warm-up, then cosine decay: big steps early, a quiet finish.
-            lr_t = lr * tf.minimum(1.0, t / 20.0) * 0.5 * (1.0 + tf.cos(np.pi * t / total))
-            correction = tf.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
-            new_m = [beta1 * mi + (1 - beta1) * g for mi, g in zip(m, grads, strict=True)]
-            new_v = [beta2 * vi + (1 - beta2) * g * g for vi, g in zip(v, grads, strict=True)]
-            new_p = [
-                p - lr_t * correction * mi / (tf.sqrt(vi) + eps) for p, mi, vi in zip(params, new_m, new_v, strict=True)
-            ]
-            return i + 1, new_p, new_m, new_v
 
-        _, params, _, _ = tf.while_loop(
-            lambda i, *_: i < steps, step, [tf.constant(0), params, m, v], parallel_iterations=1
-        )
-        return params
+def padded_outputs(n: int) -> int:
+    """Output columns used while training: powers of two from 8, so XLA sees few shapes."""
+    return max(8, 1 << (n - 1).bit_length())
 
-    return train
+
+USE_XLA = True
 
 
 def init_weights(n_inputs: int, n_outputs: int, config: TrainConfig) -> Weights:
@@ -130,23 +148,38 @@ def train_weights(
     Returns the trained weights as NumPy arrays, the feature standardization folded into the
     first layer (so `tf_logits` takes raw frames).
     """
-    f = feats.features(x, FEATURE_KINDS)
+    global USE_XLA
+    f = np.asarray(_feature_graph()(tf.constant(x, tf.float32)))
     mean = f.mean(axis=0)
     std = np.maximum(f.std(axis=0), 1e-3)
+    f = (f - mean) / std
+    n_out = targets.shape[1]
+    k = padded_outputs(n_out)
+    padded = np.zeros((len(targets), k), np.float32)
+    padded[:, :n_out] = targets
+    offsets = np.where(np.arange(k) < n_out, 0.0, -1e9).astype(np.float32)
     rng = np.random.default_rng(config.seed)
     p = sample_weights.astype(np.float64)
     p /= p.sum()
-    batches = rng.choice(len(x), size=(config.steps, config.batch_size), p=p).astype(np.int32)
-    start = init_weights(f.shape[1], targets.shape[1], config)
-    out = _trainer()(
-        tf.constant((f - mean) / std, tf.float32),
-        tf.constant(targets, tf.float32),
-        tf.constant(batches),
+    batches = rng.choice(len(x), size=(config.steps, config.batch_size), p=p)
+    start = init_weights(f.shape[1], k, config)
+    args = (
+        tf.constant(f[batches], tf.float32),
+        tf.constant(padded[batches]),
+        tf.constant(offsets),
         *[tf.constant(w) for w in start],
         tf.constant(config.learning_rate, tf.float32),
         tf.constant(config.weight_decay, tf.float32),
     )
+    try:
+        out = _trainer(USE_XLA)(*args)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):  # pragma: no cover
+        if not USE_XLA:
+            raise
+        USE_XLA = False  # no XLA on this machine: the plain graph computes the same thing
+        out = _trainer(False)(*args)
     weights = [np.asarray(w, dtype=np.float32) for w in out]
+    weights[4], weights[5] = weights[4][:, :n_out].copy(), weights[5][:n_out].copy()
     w1, b1 = weights[0], weights[1]
     weights[0] = (w1 / std[:, None]).astype(np.float32)
     weights[1] = (b1 - (mean / std) @ w1).astype(np.float32)

@@ -23,7 +23,7 @@ from ghostouch.engine.augment import (
     to_frames,
 )
 from ghostouch.engine.features import KEY_PAIRS
-from ghostouch.engine.frames import HANDEDNESS, landmarks, normalize
+from ghostouch.engine.frames import landmarks, normalize
 
 # Flexion (MCP, PIP, DIP; degrees) ranges of finger states, and the curl that separates them.
 OPEN = ((-10.0, 25.0), (0.0, 25.0), (0.0, 20.0))
@@ -43,11 +43,7 @@ def finger_changes(frames: npt.NDArray[np.float32], n: int, rng: np.random.Gener
         return np.empty((0, 64), np.float32)
     base = frames[rng.integers(0, len(frames), n)]
     pts, sign = mirrored_points(base)
-    k = rng.choice([1, 1, 2, 3], size=n)
-    chosen = np.zeros((n, 5), bool)
-    order = np.argsort(rng.random((n, 5)), axis=1)
-    for j in range(3):
-        chosen[np.arange(n), order[:, j]] |= k > j
+    chosen = _pick_digits(n, rng)
     for f in range(1, 5):
         rows = np.flatnonzero(chosen[:, f])
         if len(rows) == 0:
@@ -77,31 +73,42 @@ def finger_changes(frames: npt.NDArray[np.float32], n: int, rng: np.random.Gener
     return to_frames(pts, sign, base)
 
 
+def _pick_digits(n: int, rng: np.random.Generator) -> npt.NDArray[np.bool_]:
+    """[n, 5] masks of 1-3 distinct digits per hand (one digit most often)."""
+    k = rng.choice([1, 1, 2, 3], size=n)
+    chosen = np.zeros((n, 5), bool)
+    order = np.argsort(rng.random((n, 5)), axis=1)
+    for j in range(3):
+        chosen[np.arange(n), order[:, j]] |= k > j
+    return chosen
+
+
 def finger_chimeras(
     frames: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], n: int, rng: np.random.Generator
 ) -> npt.NDArray[np.float32]:
-    """Hands whose fingers come from frames of different gestures (and random flexion blends)."""
-    if len(np.unique(labels)) < 2:
+    """Hands of one gesture with 1-3 digits taken over from a frame of another gesture: each
+    transplanted digit keeps its pose relative to its own palm."""
+    if len(np.unique(labels)) < 2 or n == 0:
         return np.empty((0, 64), np.float32)
     a_idx = rng.integers(0, len(frames), n)
     b_idx = rng.integers(0, len(frames), n)
     keep = labels[a_idx] != labels[b_idx]
     a_idx, b_idx = a_idx[keep], b_idx[keep]
-    normal_a = normalize(frames[a_idx], mirror_left=False)
-    normal_b = normalize(frames[b_idx], mirror_left=False)
-    pts = normal_a.reshape(-1, 21, 3).copy()
-    other = normal_b.reshape(-1, 21, 3)
-    for i in range(len(pts)):
-        swapped = rng.choice(5, size=rng.integers(1, 4), replace=False)
-        for f in swapped:
-            finger = FINGERS[f]
-            root_a, root_b = pts[i, finger[0]], other[i, finger[0]]
-            pts[i, finger[1:]] = root_a + (other[i, finger[1:]] - root_b)
-    out = np.zeros((len(pts), 64), np.float32)
-    # Back to metres at a typical hand size (normalize() made the RMS coordinate 1).
-    out[:, :HANDEDNESS] = pts.reshape(-1, HANDEDNESS) * 0.035
-    out[:, HANDEDNESS] = frames[a_idx, HANDEDNESS]
-    return out
+    pts, sign = mirrored_points(frames[a_idx])
+    other, _ = mirrored_points(frames[b_idx])
+    scale = np.sqrt(np.mean((pts - pts.mean(axis=1, keepdims=True)) ** 2, axis=(1, 2)))
+    scale_b = np.sqrt(np.mean((other - other.mean(axis=1, keepdims=True)) ** 2, axis=(1, 2)))
+    to_a = np.stack(palm_axes(pts), axis=2)  # columns: distal, lateral, palmar
+    from_b = np.stack(palm_axes(other), axis=2)
+    ratio = (scale / np.maximum(scale_b, 1e-9))[:, None, None]
+    chosen = _pick_digits(len(pts), rng)
+    for f, finger in enumerate(FINGERS):
+        rows = np.flatnonzero(chosen[:, f])
+        tail = list(finger[1:])
+        local = np.einsum("nkj,nji->nki", other[rows][:, tail] - other[rows][:, finger[:1]], from_b[rows])
+        moved = np.einsum("nki,nji->nkj", local, to_a[rows]) * ratio[rows]
+        pts[rows[:, None], tail] = pts[rows][:, finger[:1]] + moved
+    return to_frames(pts, sign, frames[a_idx])
 
 
 def shape(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -34,8 +34,8 @@ class GestureFrames:
 class EngineConfig:
     samples_per_gesture: int = 300  # augmented training samples per gesture
     holdout_fraction: float = 0.15  # tail of each gesture's frames kept back for the report
-    negatives_per_gesture: float = 0.5  # unknown-pose samples per gesture, relative to one gesture
-    negative_weight: float = 1.0  # total loss weight of unknown poses, relative to one gesture
+    negatives_per_gesture: float = 1.0  # unknown-pose samples per gesture, relative to one gesture
+    negative_weight: float = 2.0  # total loss weight of unknown poses, relative to one gesture
     negative_min_distance: float = 1.0  # in units of the gestures' typical spread
     chimera_share: float = 0.2  # of the unknown poses: finger swaps between gestures
     random_share: float = 0.2  # of the unknown poses: random synthetic hands
