@@ -143,20 +143,20 @@ class Service:
 
     def start_api(self) -> None:
         self.start("api", "api", "--port", str(self.port))
-        wait_until(lambda: _get_ok(f"{self.url}/healthz"), 30, "API did not start")
+        wait_until(lambda: get_ok(f"{self.url}/healthz"), 30, "API did not start")
 
     def start_worker(self, name: str = "worker") -> None:
         self.start(name, "worker", "--name", name)
 
     def wait_ready(self, timeout: float = 120) -> None:
-        wait_until(lambda: _get_ok(f"{self.url}/readyz"), timeout, "service never became ready")
+        wait_until(lambda: get_ok(f"{self.url}/readyz"), timeout, "service never became ready")
 
     def stop_all(self) -> None:
         for name in list(self.procs):
             self.stop(name)
 
 
-def _get_ok(url: str) -> bool:
+def get_ok(url: str) -> bool:
     try:
         return httpx.get(url, timeout=5).status_code == 200
     except httpx.HTTPError:

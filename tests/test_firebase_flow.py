@@ -13,7 +13,7 @@ import numpy as np
 
 from ghostouch.engine import hands
 from ghostouch.engine.verify import LiteModel
-from tests.conftest import free_port, poll_like_android, service_env, wait_until
+from tests.conftest import free_port, get_ok, poll_like_android, service_env, wait_until
 from tests.gcs_fixtures import Emulator, ServiceAccount
 
 
@@ -37,14 +37,7 @@ def test_serve_with_firebase_storage(tmp_path: Path, gcs_emulator: Emulator, ser
     )
     url = f"http://127.0.0.1:{port}"
     try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 180, "serve with Firebase storage never became ready")
+        wait_until(lambda: get_ok(f"{url}/readyz"), 180, "serve with Firebase storage never became ready")
         rng = np.random.default_rng(21)
         frames = hands.generate_recording("three", 100, rng, handedness=1.0).tolist()
         r = httpx.post(

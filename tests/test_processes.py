@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from ghostouch.engine import hands
-from tests.conftest import Service, free_port, poll_like_android, service_env, wait_until
+from tests.conftest import Service, free_port, get_ok, poll_like_android, service_env, wait_until
 
 
 def post_recording(url: str, pose: str, seed: int, **extra: object) -> httpx.Response:
@@ -36,13 +36,7 @@ def test_embedded_serve_trains_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
     try:
         url = f"http://127.0.0.1:{port}"
 
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 180, "embedded serve never became ready")
+        wait_until(lambda: get_ok(f"{url}/readyz"), 180, "embedded serve never became ready")
         children = psutil.Process(proc.pid).children(recursive=True)
         assert any("redis-server" in " ".join(c.cmdline()) for c in children)
         r = post_recording(url, "call", 1)

@@ -10,9 +10,13 @@
   far better than one on coordinates (whose orientation drifts by tens of degrees).
 
 The graph is kept small and int8-friendly, because every op costs converter time on each
-export and quantization error in the legacy uint8 model: averaging, mirroring and the landmark
-differences are products with constant matrices whose entries are exact in int8 (0, ±1, 1/21);
-no op is fed by `ones_like` (a concat with it crashes the TF 2.21 TFLite converter).
+export and quantization error in the legacy uint8 model. The landmark differences are one
+product with a constant matrix of 0 and ±1 (exact in int8) instead of two gathers. Two
+converter quirks shape the rest: no op may be fed by `ones_like` (a concat with it crashes the
+TF 2.21 converter), and centring must stay a mean over the [21, 3] landmarks: computed as a
+product with an averaging matrix, the converter gave the centred landmarks (metres) the
+quantization scale of the normalized ones, which wiped them out (tests/test_engine_export.py
+checks the exported features against the float ones).
 """
 
 from __future__ import annotations
@@ -42,29 +46,26 @@ def n_features(kinds: tuple[str, ...] = DEFAULT_KINDS) -> int:
 
 @cache
 def _constants() -> dict[str, npt.NDArray[np.float32]]:
-    axis = np.arange(HANDEDNESS) % 3
-    # flat @ average = each coordinate's mean over the 21 landmarks, repeated per landmark.
-    average = (axis[:, None] == axis[None, :]).astype(np.float32) / 21.0
-    # Mirror factor of left hands: right * slope + offset = (2 right - 1, 1, 1) per landmark.
-    slope = np.where(axis == 0, 2.0, 0.0).astype(np.float32)[None, :]
-    offset = np.where(axis == 0, -1.0, 1.0).astype(np.float32)[None, :]
+    # Mirror factor of left hands: right * slope + offset = (2 right - 1, 1, 1).
+    slope = np.array([[2.0, 0.0, 0.0]], np.float32)
+    offset = np.array([[-1.0, 1.0, 1.0]], np.float32)
     # flat @ differences = (landmark a - landmark b) for every key pair, [pairs * 3] columns.
     differences = np.zeros((HANDEDNESS, 3 * len(KEY_PAIRS)), np.float32)
     for i, (a, b) in enumerate(KEY_PAIRS):
         for c in range(3):
             differences[3 * a + c, 3 * i + c] = 1.0
             differences[3 * b + c, 3 * i + c] = -1.0
-    return {"average": average, "slope": slope, "offset": offset, "differences": differences}
+    return {"slope": slope, "offset": offset, "differences": differences}
 
 
 def tf_normalized(x: tf.Tensor) -> tf.Tensor:
     """Raw [b, 64] frames -> [b, 63] landmarks, left hands mirrored, centred, unit RMS."""
     k = _constants()
-    flat = x[:, :HANDEDNESS]
+    pts = tf.reshape(x[:, :HANDEDNESS], [-1, 21, 3])
     # Handedness arrives as 1.0 (raw) or 0.127 (the apps' clamped uint8 input): both are right.
     right = tf.minimum(x[:, HANDEDNESS:] * 20.0, 1.0)
-    flat = flat * (right * k["slope"] + k["offset"])
-    centred = flat - tf.matmul(flat, k["average"])
+    pts = pts * tf.expand_dims(right * k["slope"] + k["offset"], 1)
+    centred = tf.reshape(pts - tf.reduce_mean(pts, axis=1, keepdims=True), [-1, HANDEDNESS])
     mean_square = tf.reduce_mean(tf.square(centred), axis=1, keepdims=True)
     return centred * tf.math.rsqrt(tf.maximum(mean_square, MIN_MEAN_SQUARE))
 

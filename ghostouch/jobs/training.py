@@ -147,27 +147,34 @@ def _train(ctx: WorkerContext, job: dict[str, Any], step: Any, engine_config: En
         raise JobFailed(f"model {job['parent_code']} no longer exists")
     gesture = job["gesture"]
     step("collecting training data")
-    if job["kind"] == "delete":
-        remaining = [g for g in parent.gestures if g.name != gesture]
-        if len(remaining) == len(parent.gestures):
-            raise JobFailed(f"model {parent.code} has no gesture '{gesture}'")
-        # Later gestures move down one index: the label map of the result says where each one is.
-        infos, training = _gesture_data(ctx, remaining, None, None)
-        infos = [repo.GestureInfo(g.name, i, g.sample_refs, g.n_frames) for i, g in enumerate(infos)]
-        _train_and_publish(
-            ctx,
-            job,
-            parent,
-            infos,
-            training,
-            engine_config,
-            step,
-            clock,
-            description=f"{parent.code} - {gesture}",
-            extra={"deleted": gesture},
-        )
-        return
+    plan = _plan_delete(ctx, parent, gesture) if job["kind"] == "delete" else _plan_train(ctx, job, parent, step)
+    if plan is not None:
+        _train_and_publish(ctx, job, parent, plan, engine_config, step, clock)
 
+
+@dataclass
+class Plan:
+    """What the child version will be: its gestures (in output order) and their frames."""
+
+    infos: list[repo.GestureInfo]
+    training: list[GestureFrames]
+    description: str
+    extra: dict[str, Any]
+
+
+def _plan_delete(ctx: WorkerContext, parent: repo.ModelInfo, gesture: str) -> Plan:
+    remaining = [g for g in parent.gestures if g.name != gesture]
+    if len(remaining) == len(parent.gestures):
+        raise JobFailed(f"model {parent.code} has no gesture '{gesture}'")
+    # Later gestures move down one index: the label map of the result says where each one is.
+    infos, training = _gesture_data(ctx, remaining, None, None)
+    infos = [repo.GestureInfo(g.name, i, g.sample_refs, g.n_frames) for i, g in enumerate(infos)]
+    return Plan(infos, training, f"{parent.code} - {gesture}", {"deleted": gesture})
+
+
+def _plan_train(ctx: WorkerContext, job: dict[str, Any], parent: repo.ModelInfo, step: Any) -> Plan | None:
+    """Parent gestures plus the new (or refined) one; None when the job ended as DUPLICATE."""
+    gesture = job["gesture"]
     new_ref = job["sample_ref"]
     new_frames = repo.load_sample_sets(ctx.db_url, ctx.store, [new_ref])
     infos, training = _gesture_data(ctx, parent.gestures, gesture, new_ref)
@@ -188,23 +195,12 @@ def _train(ctx: WorkerContext, job: dict[str, Any], step: Any, engine_config: En
                 ),
                 error_detail={"duplicate": duplicate},
             )
-            return
+            return None
     refined = gesture in parent.labels
     if not refined:
         infos.append(repo.GestureInfo(gesture, len(infos), [new_ref], len(new_frames)))
         training.append(GestureFrames(gesture, new_frames[-ctx.settings.max_frames_per_gesture :]))
-    _train_and_publish(
-        ctx,
-        job,
-        parent,
-        infos,
-        training,
-        engine_config,
-        step,
-        clock,
-        description=f"{parent.code} + {gesture}",
-        extra={"refined": refined, "duplicate_check": duplicate},
-    )
+    return Plan(infos, training, f"{parent.code} + {gesture}", {"refined": refined, "duplicate_check": duplicate})
 
 
 def _gesture_data(
@@ -225,14 +221,12 @@ def _train_and_publish(
     ctx: WorkerContext,
     job: dict[str, Any],
     parent: repo.ModelInfo,
-    infos: list[repo.GestureInfo],
-    training: list[GestureFrames],
+    plan: Plan,
     engine_config: EngineConfig,
     step: Any,
     clock: StepClock,
-    description: str,
-    extra: dict[str, Any],
 ) -> None:
+    infos, training, extra = plan.infos, plan.training, plan.extra
     trained = train_gesture_model(training, engine_config, progress=step)
     step("publishing the model")
     code = repo.new_code()
@@ -259,6 +253,6 @@ def _train_and_publish(
         tflite_float=trained.tflite_float,
         metrics=metrics,
         training_config=engine_config.describe(),
-        description=description,
+        description=plan.description,
         in_same_transaction=finish,
     )
