@@ -15,15 +15,17 @@ away from every training window. One class per repetition is never trained ("unk
 from __future__ import annotations
 
 import argparse
-import math
+import datetime
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from bench.datasets import Dataset, ghostouch_base_v1_mask, load_all
+from bench.datasets import Scenario, load_all, scenarios_for
 from ghostouch.engine.duplicates import check_duplicate
 from ghostouch.engine.frames import app_view
 from ghostouch.engine.model import predict_proba
@@ -32,110 +34,6 @@ from ghostouch.engine.verify import LiteModel
 
 Index = npt.NDArray[np.int64]
 Frames = npt.NDArray[np.float32]
-GAP = 100  # evaluation frames are at least this many frames from every training window
-NEW_WINDOW = 100
-BASE_WINDOW = 200
-MAX_TEST = 400  # evaluation frames per class and repetition (random subsample)
-
-
-@dataclass
-class Scenario:
-    dataset: Dataset
-    rep: int
-    base: list[str]
-    new: list[str]
-    unknown: list[str]
-    train: dict[str, Index] = field(default_factory=dict)
-    test: dict[str, Index] = field(default_factory=dict)
-    probe: dict[str, Index] = field(default_factory=dict)  # held-out block (duplicate probe)
-
-    def frames(self, name: str, rows: Index) -> Frames:
-        return self.dataset.frames[name][rows]
-
-
-def _windows(pos: Index, length: int) -> list[int]:
-    """Start rows of windows of `length` rows that are consecutive frames."""
-    return [s for s in range(len(pos) - length + 1) if pos[s + length - 1] - pos[s] == length - 1]
-
-
-def _far(pos: Index, taken: Index) -> npt.NDArray[np.bool_]:
-    if len(taken) == 0:
-        return np.ones(len(pos), bool)
-    return np.asarray(np.abs(pos[:, None] - pos[taken][None, :]).min(axis=1) >= GAP)
-
-
-def _block_split(ds: Dataset, name: str, length: int, rng: np.random.Generator) -> tuple:
-    pos = ds.positions[name]
-    # Prefer windows that leave at least a probe block and some test frames far away; shorten
-    # the window of a short class (down to NEW_WINDOW) rather than leave nothing to test.
-    for size in sorted({length, NEW_WINDOW}, reverse=True):
-        starts = _windows(pos, size) or [0]
-        far_count = [int(_far(pos, np.arange(s, s + size)).sum()) for s in starts]
-        good = [s for s, c in zip(starts, far_count, strict=True) if c >= NEW_WINDOW + 50]
-        if good:
-            break
-    length = size
-    s = int(rng.choice(good)) if good else starts[int(np.argmax(far_count))]
-    train = np.arange(s, min(s + length, len(pos)))
-    far = np.flatnonzero(_far(pos, train))
-    probe_starts = [i for i in range(len(far) - NEW_WINDOW + 1)
-                    if far[i + NEW_WINDOW - 1] - far[i] == NEW_WINDOW - 1]  # fmt: skip
-    probe = far[:0]
-    if probe_starts:
-        p = int(rng.choice(probe_starts))
-        probe = far[p : p + NEW_WINDOW]
-    test = far if len(far) <= MAX_TEST else np.sort(rng.choice(far, MAX_TEST, replace=False))
-    return train, test, probe
-
-
-def sequential_scenarios(ds: Dataset, reps: int, seed: int) -> list[Scenario]:
-    out = []
-    classes = ds.classes
-    for rep in range(reps):
-        rng = np.random.default_rng(seed + 1000 * rep)
-        unknown = classes[rep % len(classes)]
-        rest = [c for c in classes if c != unknown]
-        rest = [rest[i] for i in rng.permutation(len(rest))]
-        n_base = math.ceil(len(rest) / 2)
-        sc = Scenario(ds, rep, rest[:n_base], rest[n_base:], [unknown])
-        for name in classes:
-            length = BASE_WINDOW if name in sc.base else NEW_WINDOW
-            if name == unknown:
-                train, _, _ = _block_split(ds, name, NEW_WINDOW, rng)
-                sc.probe[name] = train  # a genuinely new gesture posted to the models
-                all_rows = np.arange(len(ds.positions[name]))
-                sc.test[name] = all_rows if len(all_rows) <= MAX_TEST else np.sort(
-                    rng.choice(all_rows, MAX_TEST, replace=False))  # fmt: skip
-                continue
-            sc.train[name], sc.test[name], sc.probe[name] = _block_split(ds, name, length, rng)
-        out.append(sc)
-    return out
-
-
-def ghostouch_scenarios(ds: Dataset, reps: int) -> list[Scenario]:
-    """Rows are shuffled: base = base_v1 rows, old-class test = the v0-only rows; `one` is
-    trained from its first 60 rows and tested on the rest. Later repetitions leave one base
-    class out as the never-trained gesture."""
-    masks = ghostouch_base_v1_mask(ds)
-    base = ["paper", "rock", "scissors"]
-    out = []
-    for rep in range(min(reps, 4)):
-        unknown = [] if rep == 0 else [base[rep - 1]]
-        sc = Scenario(ds, rep, [b for b in base if b not in unknown], ["one"], unknown)
-        for name in base:
-            rows = np.arange(len(ds.frames[name]))
-            if name in unknown:
-                sc.test[name] = rows
-                sc.probe[name] = rows[masks[name]][:NEW_WINDOW]
-            else:
-                sc.train[name], sc.test[name] = rows[masks[name]], rows[~masks[name]]
-                sc.probe[name] = sc.test[name]
-        sc.train["one"], sc.test["one"] = np.arange(60), np.arange(60, len(ds.frames["one"]))
-        sc.probe["one"] = sc.test["one"]
-        out.append(sc)
-    return out
-
-
 @dataclass
 class Tally:
     new: list[float] = field(default_factory=list)
@@ -144,6 +42,7 @@ class Tally:
     dup_tp: list[bool] = field(default_factory=list)
     dup_fp: list[bool] = field(default_factory=list)
     agreement: list[float] = field(default_factory=list)
+    agreement_known: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
 
     def row(self) -> dict[str, float]:
@@ -153,7 +52,8 @@ class Tally:
         return {
             "new_recall": mean(self.new), "old_accuracy": mean(self.old),
             "false_accept": mean(self.false_accept), "dup_tp": mean(self.dup_tp),
-            "dup_fp": mean(self.dup_fp), "agreement": min(self.agreement, default=float("nan")),
+            "dup_fp": mean(self.dup_fp), "agreement": mean(self.agreement),
+            "agreement_known": mean(self.agreement_known),
             "s_per_increment": float(np.median(self.seconds)) if self.seconds else float("nan"),
             "n_dup_tp": len(self.dup_tp), "n_dup_fp": len(self.dup_fp),
         }  # fmt: skip
@@ -169,14 +69,18 @@ def _where(proba: Frames, labels: list[str]) -> str:
     return " ".join(f"{n}={c:.2f}" for n, c in zip([*labels, "none"], counts, strict=True) if c)
 
 
-def decision_agreement(lite: Frames, reference: Frames) -> float:
+def decision_agreement(lite: Frames, reference: Frames, shown_only: bool = False) -> float:
     """Share of frames where both models show the same thing: a gesture (top prob >= 0.5), or
-    "no gesture"."""
+    "no gesture". With `shown_only`, among the frames where the reference shows a gesture."""
 
     def decide(p: Frames) -> npt.NDArray[np.int64]:
         return np.where(p.max(axis=1) >= 0.5, p.argmax(axis=1), -1)
 
-    return float(np.mean(decide(lite) == decide(reference)))
+    same = decide(lite) == decide(reference)
+    if shown_only:
+        shown = decide(reference) >= 0
+        return float(np.mean(same[shown])) if np.any(shown) else float("nan")
+    return float(np.mean(same))
 
 
 def recognized(proba: Frames, label: int) -> float:
@@ -221,8 +125,10 @@ def run_scenario(sc: Scenario, train: Trainer, dup: DupCheck, tally: Tally, agre
         tally.dup_fp.append(dup(parent, lite, gestures, sc.frames(name, sc.probe[name])))
         if VERBOSE and tally.dup_fp[-1]:
             print(f"  rep {sc.rep} unknown {name} refused as a duplicate")
-    test = np.concatenate([sc.frames(n, sc.test[n]) for n in [*labels, *sc.unknown]])
+    known = np.concatenate([sc.frames(n, sc.test[n]) for n in labels])
+    test = np.concatenate([known, *[sc.frames(n, sc.test[n]) for n in sc.unknown]])
     tally.agreement.append(agree(parent, lite, test))
+    tally.agreement_known.append(agree(parent, lite, known, shown_only=True))
 
 
 def worker_duplicate_check(lite: LiteModel, gestures: Gestures, frames: Frames) -> bool:
@@ -231,6 +137,8 @@ def worker_duplicate_check(lite: LiteModel, gestures: Gestures, frames: Frames) 
     labels = [name for name, _ in gestures]
     verdict = check_duplicate(lite, labels, frames)
     if not verdict.is_duplicate or verdict.gesture is None:
+        if VERBOSE:
+            print(f"    engine: not a duplicate (best {verdict.gesture} {verdict.similarity:.2f})")
         return False
     try:
         from ghostouch.engine.pose_distance import shape_ratio
@@ -239,7 +147,11 @@ def worker_duplicate_check(lite: LiteModel, gestures: Gestures, frames: Frames) 
         return True
     known = dict(gestures)
     others = [f for name, f in gestures if name != verdict.gesture]
-    return shape_ratio(frames, known[verdict.gesture], others) <= MAX_DUPLICATE_SHAPE_RATIO
+    ratio = shape_ratio(frames, known[verdict.gesture], others)
+    if VERBOSE:
+        print(f"    engine: duplicate of {verdict.gesture} ({verdict.similarity:.2f}), "
+              f"worker shape ratio {ratio:.2f}")
+    return ratio <= MAX_DUPLICATE_SHAPE_RATIO
 
 
 def parse_config(text: str | None) -> EngineConfig:
@@ -278,9 +190,9 @@ def ours(cfg: EngineConfig) -> tuple[Trainer, DupCheck, Callable]:
     def dup(parent: object, lite: LiteModel, gestures: Gestures, frames: Frames) -> bool:
         return worker_duplicate_check(lite, gestures, frames)
 
-    def agree(model: object, lite: LiteModel, frames: Frames) -> float:
+    def agree(model: object, lite: LiteModel, frames: Frames, shown_only: bool = False) -> float:
         float_proba = predict_proba(model.weights, app_view(frames))  # type: ignore[attr-defined]
-        return decision_agreement(lite.predict_proba(frames), float_proba)
+        return decision_agreement(lite.predict_proba(frames), float_proba, shown_only)
 
     return train, dup, agree
 
@@ -297,20 +209,16 @@ def baseline() -> tuple[Trainer, DupCheck, Callable]:
     def dup(parent: object, lite: LiteModel, gestures: Gestures, frames: Frames) -> bool:
         return seed_baseline.is_duplicate(parent, frames)  # type: ignore[arg-type]
 
-    def agree(model: object, lite: LiteModel, frames: Frames) -> float:
+    def agree(model: object, lite: LiteModel, frames: Frames, shown_only: bool = False) -> float:
         keras_proba = model.model.predict(app_view(frames), verbose=0)  # type: ignore[attr-defined]
-        return decision_agreement(lite.predict_proba(frames), keras_proba)
+        return decision_agreement(lite.predict_proba(frames), keras_proba, shown_only)
 
     return train, dup, agree
 
 
-def scenarios_for(ds: Dataset, reps: int, seed: int) -> list[Scenario]:
-    return ghostouch_scenarios(ds, reps) if ds.name == "ghostouch" else sequential_scenarios(
-        ds, reps, seed)  # fmt: skip
-
-
 COLUMNS = [("new_recall", "new recall"), ("old_accuracy", "old acc"), ("false_accept", "unknown FA"),
-           ("dup_tp", "dup TP"), ("dup_fp", "dup FP"), ("agreement", "u8 agree"),
+           ("dup_tp", "dup TP"), ("dup_fp", "dup FP"), ("agreement", "u8=float"),
+           ("agreement_known", "u8 shown"),
            ("s_per_increment", "s/incr")]  # fmt: skip
 
 
@@ -360,6 +268,40 @@ def speed(runs: int) -> None:
         )
 
 
+NOTES = """\
+Protocol (bench/accuracy.py): a base model on about half of a dataset's classes (200 consecutive
+frames each), then each new class added from ONE window of 100 consecutive frames through the
+worker's path (duplicate check on the parent's exported model, then `train_gesture_model`),
+evaluated with the uint8 TFLite model through LiteRT on frames at least 100 frames away from
+every training window. One class per repetition is never trained (unknown). Columns: new recall
+and old acc = share of test frames shown as the right gesture (top prob >= 0.5); unknown FA =
+share of a never-trained gesture's frames shown as some gesture; dup TP = held-out blocks of
+known gestures posted under a new name and refused (engine check + the worker's shape gate);
+dup FP = genuinely new gestures refused; u8=float = same decision (gesture or none) of the uint8
+and float models on all test frames, u8 shown = the uint8 model shows the same gesture on the
+frames of trained gestures that the float model shows as a gesture
+(mean over models); s/incr = median seconds per increment (train + export + verify).
+ghostouch rows are shuffled (no blocks): base = base_v1 rows, old-class test = the 59 v0-only
+rows, `one` trained from its first 60 rows; its last 21 rows, exact copies of `paper` rows of
+the v0 file, are dropped. kinivi / libras are 2-D keypoints fed as frames (z = 0): 2-D results."""
+
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def write_results_section(body: str, path: Path = RESULTS) -> None:
+    """Replace (or append) the "## Accuracy" section of RESULTS.md, leaving the others alone."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    section = "## Accuracy\n\n" + body.strip() + "\n"
+    start = text.find("## Accuracy\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end:] if end >= 0 else "")
+    path.write_text(text, encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=4, help="repetitions per dataset")
@@ -370,6 +312,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true", help="per-class outcomes")
     parser.add_argument("--config", help="JSON overrides of EngineConfig (experiments)")
+    parser.add_argument("--write", action="store_true", help="update the Accuracy section of RESULTS.md")
     args = parser.parse_args()
     global VERBOSE
     VERBOSE = args.verbose
@@ -394,15 +337,18 @@ def main() -> None:
                 run_scenario(sc, train, dup, tally, agree)
             results[(f"{ds.name} ({ds.kind})", system)] = tally.row()
             print(f"[{ds.name}] {system}: {tally.row()}  ({time.perf_counter() - t0:.0f} s)", flush=True)
-    print()
-    print(table(results))
-    print()
-    print(ratios(results))
-    print(
-        f"models failing the engine's uint8 agreement check: {len(FAILED_CHECKS)} "
-        f"{[round(a, 4) for a in FAILED_CHECKS]}"
-    )
-    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+    summary = "\n\n".join([
+        table(results),
+        ratios(results),
+        f"Models the engine would have rejected (uint8 agreement check): {len(FAILED_CHECKS)} "
+        f"{[round(a, 4) for a in FAILED_CHECKS]}. Run time {time.perf_counter() - t0:.0f} s.",
+    ])  # fmt: skip
+    print("\n" + summary)
+    if args.write:
+        command = "`.venv/bin/python -m bench.accuracy " + " ".join(sys.argv[1:]) + "`"
+        write_results_section(
+            f"{datetime.date.today().isoformat()}, {command}\n\n{summary}\n\n{NOTES}"
+        )
 
 
 if __name__ == "__main__":

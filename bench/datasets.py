@@ -1,4 +1,5 @@
-"""The real hand-landmark datasets of `../shared/data`, as frames in the apps' format.
+"""The real hand-landmark datasets of `../shared/data`, as frames in the apps' format, and the
+accuracy benchmark's block splits of them (`scenarios_for`).
 
 * `ghostouch`: MediaPipe world landmarks exactly as the apps send them (rows shuffled).
 * `kinivi-4class`, `tradulibras-libras`: 2-D image keypoints (wrist-relative, max-abs
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,3 +114,115 @@ def load_all(data_dir: Path = DATA_DIR) -> list[Dataset]:
         load_keypoints("kinivi-4class", data_dir),
         load_keypoints("tradulibras-libras", data_dir),
     ]
+
+
+# --- Block splits for the incremental-personalization benchmark --------------------------
+
+Index = npt.NDArray[np.int64]
+GAP = 100  # evaluation frames are at least this many frames from every training window
+NEW_WINDOW = 100
+BASE_WINDOW = 200
+MAX_TEST = 400  # evaluation frames per class and repetition (random subsample)
+
+
+@dataclass
+class Scenario:
+    dataset: Dataset
+    rep: int
+    base: list[str]
+    new: list[str]
+    unknown: list[str]
+    train: dict[str, Index] = field(default_factory=dict)
+    test: dict[str, Index] = field(default_factory=dict)
+    probe: dict[str, Index] = field(default_factory=dict)  # held-out block (duplicate probe)
+
+    def frames(self, name: str, rows: Index) -> Frames:
+        return self.dataset.frames[name][rows]
+
+
+def _windows(pos: Index, length: int) -> list[int]:
+    """Start rows of windows of `length` rows that are consecutive frames."""
+    return [s for s in range(len(pos) - length + 1) if pos[s + length - 1] - pos[s] == length - 1]
+
+
+def _far(pos: Index, taken: Index) -> npt.NDArray[np.bool_]:
+    if len(taken) == 0:
+        return np.ones(len(pos), bool)
+    return np.asarray(np.abs(pos[:, None] - pos[taken][None, :]).min(axis=1) >= GAP)
+
+
+def _block_split(ds: Dataset, name: str, length: int, rng: np.random.Generator) -> tuple:
+    pos = ds.positions[name]
+    # Prefer windows that leave at least a probe block and some test frames far away; shorten
+    # the window of a short class (down to NEW_WINDOW) rather than leave nothing to test.
+    for size in sorted({length, NEW_WINDOW}, reverse=True):
+        starts = _windows(pos, size) or [0]
+        far_count = [int(_far(pos, np.arange(s, s + size)).sum()) for s in starts]
+        good = [s for s, c in zip(starts, far_count, strict=True) if c >= NEW_WINDOW + 50]
+        if good:
+            break
+    length = size
+    s = int(rng.choice(good)) if good else starts[int(np.argmax(far_count))]
+    train = np.arange(s, min(s + length, len(pos)))
+    far = np.flatnonzero(_far(pos, train))
+    probe_starts = [i for i in range(len(far) - NEW_WINDOW + 1)
+                    if far[i + NEW_WINDOW - 1] - far[i] == NEW_WINDOW - 1]  # fmt: skip
+    probe = far[:0]
+    if probe_starts:
+        p = int(rng.choice(probe_starts))
+        probe = far[p : p + NEW_WINDOW]
+    test = far if len(far) <= MAX_TEST else np.sort(rng.choice(far, MAX_TEST, replace=False))
+    return train, test, probe
+
+
+def sequential_scenarios(ds: Dataset, reps: int, seed: int) -> list[Scenario]:
+    out = []
+    classes = ds.classes
+    for rep in range(reps):
+        rng = np.random.default_rng(seed + 1000 * rep)
+        unknown = classes[rep % len(classes)]
+        rest = [c for c in classes if c != unknown]
+        rest = [rest[i] for i in rng.permutation(len(rest))]
+        n_base = math.ceil(len(rest) / 2)
+        sc = Scenario(ds, rep, rest[:n_base], rest[n_base:], [unknown])
+        for name in classes:
+            length = BASE_WINDOW if name in sc.base else NEW_WINDOW
+            if name == unknown:
+                train, _, _ = _block_split(ds, name, NEW_WINDOW, rng)
+                sc.probe[name] = train  # a genuinely new gesture posted to the models
+                all_rows = np.arange(len(ds.positions[name]))
+                sc.test[name] = all_rows if len(all_rows) <= MAX_TEST else np.sort(
+                    rng.choice(all_rows, MAX_TEST, replace=False))  # fmt: skip
+                continue
+            sc.train[name], sc.test[name], sc.probe[name] = _block_split(ds, name, length, rng)
+        out.append(sc)
+    return out
+
+
+def ghostouch_scenarios(ds: Dataset, reps: int) -> list[Scenario]:
+    """Rows are shuffled: base = base_v1 rows, old-class test = the v0-only rows; `one` is
+    trained from its first 60 rows and tested on the rest. Later repetitions leave one base
+    class out as the never-trained gesture."""
+    masks = ghostouch_base_v1_mask(ds)
+    base = ["paper", "rock", "scissors"]
+    out = []
+    for rep in range(min(reps, 4)):
+        unknown = [] if rep == 0 else [base[rep - 1]]
+        sc = Scenario(ds, rep, [b for b in base if b not in unknown], ["one"], unknown)
+        for name in base:
+            rows = np.arange(len(ds.frames[name]))
+            if name in unknown:
+                sc.test[name] = rows
+                sc.probe[name] = rows[masks[name]][:NEW_WINDOW]
+            else:
+                sc.train[name], sc.test[name] = rows[masks[name]], rows[~masks[name]]
+                sc.probe[name] = sc.test[name]
+        sc.train["one"], sc.test["one"] = np.arange(60), np.arange(60, len(ds.frames["one"]))
+        sc.probe["one"] = sc.test["one"]
+        out.append(sc)
+    return out
+
+
+def scenarios_for(ds: Dataset, reps: int, seed: int) -> list[Scenario]:
+    return ghostouch_scenarios(ds, reps) if ds.name == "ghostouch" else sequential_scenarios(
+        ds, reps, seed)  # fmt: skip

@@ -16,8 +16,10 @@ import numpy.typing as npt
 from ghostouch.engine.verify import LiteModel
 
 # Share of the new frames that must be recognized (top probability >= 0.5) as one existing
-# gesture for the recording to count as a duplicate of it.
-DUPLICATE_SHARE = 0.6
+# gesture for the recording to count as a duplicate of it. On the accuracy benchmark
+# (bench/accuracy.py) re-recordings of a known gesture score 0.9-1.0, while genuinely new
+# gestures that the parent partly takes for a known one mostly score 0.55-0.8; 0.6 refused those.
+DUPLICATE_SHARE = 0.8
 RECOGNIZED_PROBABILITY = 0.5
 
 

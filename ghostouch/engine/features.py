@@ -1,22 +1,28 @@
-"""In-graph pose features of raw frames: normalized coordinates plus rotation-free hand shape.
+"""In-graph pose features of raw frames: the hand's shape, plus its orientation.
 
-* `coords` (63): landmarks with left hands mirrored, centred on their mean and divided by their
-  RMS (`frames.normalize`). They keep the orientation, which is what tells thumbs-up from
-  thumbs-down.
+Default features (`DEFAULT_KINDS`, 64 values), in units of the hand's size (the RMS distance
+of its landmarks from their mean), computed from the normalized landmarks of `coords`:
+
 * `distances` (55): the distances between 11 key points (wrist, the five tips, the thumb's IP
-  and the four PIP joints), in units of the hand's RMS size. They ignore position, size,
-  rotation and mirroring: the hand's shape whatever the angle it is seen from. On the real
-  benchmark recordings, a classifier on these alone generalizes to later frames of a gesture
-  far better than one on coordinates (whose orientation drifts by tens of degrees).
+  and the four PIP joints). They ignore position, size, rotation and mirroring: the hand's
+  shape whatever the angle it is seen from. On the benchmark's real recordings, a classifier on
+  these generalizes to later frames of a gesture far better than one on landmark coordinates,
+  whose orientation drifts by tens of degrees within minutes.
+* `palm` (9): the three wrist-to-MCP vectors, left hands mirrored. They carry the orientation
+  (what tells thumbs-up from thumbs-down, or pointing left from pointing right) in 9 numbers
+  instead of 63, so the classifier leans on the shape and uses orientation only where the
+  shape cannot tell two gestures apart.
 
-The graph is kept small and int8-friendly, because every op costs converter time on each
-export and quantization error in the legacy uint8 model. The landmark differences are one
-product with a constant matrix of 0 and ±1 (exact in int8) instead of two gathers. Two
-converter quirks shape the rest: no op may be fed by `ones_like` (a concat with it crashes the
-TF 2.21 converter), and centring must stay a mean over the [21, 3] landmarks: computed as a
-product with an averaging matrix, the converter gave the centred landmarks (metres) the
-quantization scale of the normalized ones, which wiped them out (tests/test_engine_export.py
-checks the exported features against the float ones).
+Experiments can also ask for `coords` (63): landmarks with left hands mirrored, centred and
+divided by their RMS (`frames.normalize`), the features of earlier engines.
+
+The graph is small and int8-friendly, because every op costs converter time on each export
+(about 10 ms for the two exports) and quantization error in the legacy uint8 model: landmark
+differences are products with constant matrices of 0 and ±1 (exact in int8), sizes are
+normalized before distances are squared (squares of raw metres lose the small distances; so
+did normalizing by the palm's size, whose range varies more), and no op is fed by
+`ones_like` (a concat with it crashes the TF 2.21 converter).
+tests/test_engine_features.py checks the exported features against the float ones.
 """
 
 from __future__ import annotations
@@ -35,36 +41,79 @@ from ghostouch.engine.frames import HANDEDNESS, MIN_MEAN_SQUARE
 
 KEY_POINTS = (0, 4, 8, 12, 16, 20, 3, 6, 10, 14, 18)
 KEY_PAIRS: tuple[tuple[int, int], ...] = tuple(combinations(KEY_POINTS, 2))
-ALL_KINDS = ("coords", "distances")
-DEFAULT_KINDS: tuple[str, ...] = ALL_KINDS
-SIZES = {"coords": HANDEDNESS, "distances": len(KEY_PAIRS)}
+PALM_PAIRS: tuple[tuple[int, int], ...] = ((5, 0), (9, 0), (17, 0))
+ALL_KINDS = ("coords", "distances", "palm")
+DEFAULT_KINDS: tuple[str, ...] = ("distances", "palm")
+SIZES = {"coords": HANDEDNESS, "distances": len(KEY_PAIRS), "palm": 3 * len(PALM_PAIRS)}
 
 
 def n_features(kinds: tuple[str, ...] = DEFAULT_KINDS) -> int:
     return sum(SIZES[k] for k in kinds)
 
 
+def _difference_matrix(pairs: tuple[tuple[int, int], ...]) -> npt.NDArray[np.float32]:
+    """flat @ matrix = (landmark a - landmark b) for every pair: [63, 3 * pairs]."""
+    matrix = np.zeros((HANDEDNESS, 3 * len(pairs)), np.float32)
+    for i, (a, b) in enumerate(pairs):
+        for c in range(3):
+            matrix[3 * a + c, 3 * i + c] = 1.0
+            matrix[3 * b + c, 3 * i + c] = -1.0
+    return matrix
+
+
 @cache
 def _constants() -> dict[str, npt.NDArray[np.float32]]:
+    axis = np.arange(HANDEDNESS) % 3
+    centring = np.zeros((HANDEDNESS + 1, HANDEDNESS), np.float32)  # handedness row stays 0
+    centring[:HANDEDNESS] = np.eye(HANDEDNESS) - (axis[:, None] == axis[None, :]) / 21.0
+    handedness = np.zeros((HANDEDNESS + 1, 1), np.float32)
+    handedness[HANDEDNESS, 0] = 40.0
     # Mirror factor of left hands: right * slope + offset = (2 right - 1, 1, 1).
-    slope = np.array([[2.0, 0.0, 0.0]], np.float32)
-    offset = np.array([[-1.0, 1.0, 1.0]], np.float32)
-    # flat @ differences = (landmark a - landmark b) for every key pair, [pairs * 3] columns.
-    differences = np.zeros((HANDEDNESS, 3 * len(KEY_PAIRS)), np.float32)
-    for i, (a, b) in enumerate(KEY_PAIRS):
-        for c in range(3):
-            differences[3 * a + c, 3 * i + c] = 1.0
-            differences[3 * b + c, 3 * i + c] = -1.0
-    return {"slope": slope, "offset": offset, "differences": differences}
+    return {
+        "centring": centring,
+        "handedness": handedness,
+        "palm_slope": np.array([[1.0, 0.0, 0.0] * len(PALM_PAIRS)], np.float32),
+        "palm_offset": np.array([[-1.0, 1.0, 1.0] * len(PALM_PAIRS)], np.float32),
+        "slope": np.array([[2.0, 0.0, 0.0]], np.float32),
+        "offset": np.array([[-1.0, 1.0, 1.0]], np.float32),
+        "differences": _difference_matrix(KEY_PAIRS),
+        "palm": _difference_matrix(PALM_PAIRS),
+    }
+
+
+def _right(x: tf.Tensor) -> tf.Tensor:
+    """[b, 1]: 1 for right hands, 0 for left. Handedness arrives as 1.0 (raw floats) or 0.127
+    (the apps' clamped uint8 input)."""
+    return tf.minimum(x[:, HANDEDNESS:] * 20.0, 1.0)
+
+
+def tf_shape_features(x: tf.Tensor) -> tf.Tensor:
+    """Raw [b, 64] frames -> [b, 64]: `distances` then `palm` (see the module docstring).
+
+    Written for the fewest graph ops (each costs about 4 ms of tracing and freezing over the two
+    exports): centring, the handedness and the landmark differences are all products of the raw
+    frame with constant matrices, so no slicing or reshaping of the input is needed.
+    """
+    k = _constants()
+    centred = tf.matmul(x, k["centring"])  # [b, 63] metres, centred on the landmarks' mean
+    mean_square = tf.reduce_mean(tf.square(centred), axis=1, keepdims=True)
+    coords = centred * tf.math.rsqrt(tf.maximum(mean_square, MIN_MEAN_SQUARE))
+    diff = tf.matmul(coords, k["differences"])
+    squared = tf.reduce_sum(tf.reshape(tf.square(diff), [-1, len(KEY_PAIRS), 3]), axis=2)
+    # Mirror of left hands: x * (2 right - 1), right = min(20 h, 1) (h = 1.0 raw, 0.127 app).
+    mirror = tf.minimum(tf.matmul(x, k["handedness"]), 2.0) * k["palm_slope"] + k["palm_offset"]
+    return tf.concat([tf.sqrt(squared), tf.matmul(coords, k["palm"]) * mirror], axis=1)
 
 
 def tf_normalized(x: tf.Tensor) -> tf.Tensor:
-    """Raw [b, 64] frames -> [b, 63] landmarks, left hands mirrored, centred, unit RMS."""
+    """Raw [b, 64] frames -> [b, 63] landmarks, left hands mirrored, centred, unit RMS.
+
+    (Computed as `flat - flat @ average`, the converter gave the centred landmarks, in metres,
+    the quantization scale of the normalized ones, which wiped them out; the single product
+    with a centring matrix in `tf_shape_features` keeps its own scale.)"""
     k = _constants()
     pts = tf.reshape(x[:, :HANDEDNESS], [-1, 21, 3])
-    # Handedness arrives as 1.0 (raw) or 0.127 (the apps' clamped uint8 input): both are right.
-    right = tf.minimum(x[:, HANDEDNESS:] * 20.0, 1.0)
-    pts = pts * tf.expand_dims(right * k["slope"] + k["offset"], 1)
+    pts = pts * tf.expand_dims(_right(x) * k["slope"] + k["offset"], 1)
     centred = tf.reshape(pts - tf.reduce_mean(pts, axis=1, keepdims=True), [-1, HANDEDNESS])
     mean_square = tf.reduce_mean(tf.square(centred), axis=1, keepdims=True)
     return centred * tf.math.rsqrt(tf.maximum(mean_square, MIN_MEAN_SQUARE))
@@ -72,14 +121,17 @@ def tf_normalized(x: tf.Tensor) -> tf.Tensor:
 
 def tf_features(x: tf.Tensor, kinds: tuple[str, ...] = DEFAULT_KINDS) -> tf.Tensor:
     """Raw [b, 64] frames -> [b, n_features(kinds)] features."""
-    coords = tf_normalized(x)
+    if kinds == ("distances", "palm"):
+        return tf_shape_features(x)
     parts = []
-    if "coords" in kinds:
-        parts.append(coords)
-    if "distances" in kinds:
-        diff = tf.matmul(coords, _constants()["differences"])
-        squared = tf.reduce_sum(tf.reshape(tf.square(diff), [-1, len(KEY_PAIRS), 3]), axis=2)
-        parts.append(tf.sqrt(squared + 1e-4))
+    shape = tf_shape_features(x) if {"distances", "palm"} & set(kinds) else None
+    for kind in kinds:
+        if kind == "coords":
+            parts.append(tf_normalized(x))
+        elif kind == "distances":
+            parts.append(shape[:, : SIZES["distances"]])  # type: ignore[index]
+        else:
+            parts.append(shape[:, SIZES["distances"] :])  # type: ignore[index]
     return parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
 
 

@@ -4,7 +4,7 @@ Three sources: the gestures' own frames with one to three fingers put in a clear
 state (curled instead of straight, straight instead of curled, thumb moved elsewhere), which
 are the "almost a known gesture" hands an app meets most; finger-swap chimeras between
 gestures; and random hands from the synthetic generator. Candidates that come
-too close to any gesture's frames, in normalized pose space, are dropped so that they never
+too close to any gesture's frames, in hand-shape space (`shape`), are dropped so that they never
 contradict a real gesture.
 """
 
@@ -23,7 +23,7 @@ from ghostouch.engine.augment import (
     to_frames,
 )
 from ghostouch.engine.features import KEY_PAIRS
-from ghostouch.engine.frames import landmarks, normalize
+from ghostouch.engine.frames import MIN_MEAN_SQUARE, landmarks
 
 # Flexion (MCP, PIP, DIP; degrees) ranges of finger states, and the curl that separates them.
 OPEN = ((-10.0, 25.0), (0.0, 25.0), (0.0, 20.0))
@@ -31,6 +31,7 @@ CLOSED = ((45.0, 90.0), (60.0, 105.0), (20.0, 70.0))
 HOOK = ((-10.0, 20.0), (75.0, 105.0), (30.0, 70.0))
 HALF = ((20.0, 50.0), (30.0, 70.0), (10.0, 40.0))
 CURLED_DEG = 60.0
+_PAIR_INDEX = np.asarray(KEY_PAIRS).T
 
 
 def _draw(ranges: tuple[tuple[float, float], ...], n: int, rng: np.random.Generator) -> npt.NDArray[np.float64]:
@@ -63,10 +64,11 @@ def finger_changes(frames: npt.NDArray[np.float32], n: int, rng: np.random.Gener
     if len(rows):
         sub = pts[rows]
         distal, lateral, palmar = palm_axes(sub)
-        # Swing the thumb 40-90 deg across, away from or out of the palm, then bend it a little.
+        # Swing the thumb 40-90 deg across, away from or out of the palm (or twist it, when the
+        # random axis runs along it), then bend it a little.
         w = rng.normal(size=(len(rows), 3))
         axis = w[:, :1] * distal + w[:, 1:2] * lateral + w[:, 2:] * palmar
-        axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+        axis /= np.maximum(np.linalg.norm(axis, axis=1, keepdims=True), 1e-9)
         bend(sub, 1, (2, 3, 4), axis, np.radians(rng.uniform(40.0, 90.0, len(rows))))
         bend(sub, 2, (3, 4), lateral, np.radians(rng.uniform(-20.0, 50.0, len(rows))))
         pts[rows] = sub
@@ -114,9 +116,12 @@ def finger_chimeras(
 def shape(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Orientation-free hand shape: distances between the key points of `features.KEY_POINTS`,
     in units of the hand's RMS size (the model's `distances` features, in NumPy)."""
-    pts = normalize(frames).reshape(-1, 21, 3)
-    a, b = np.asarray(KEY_PAIRS).T
-    return np.asarray(np.linalg.norm(pts[:, a] - pts[:, b], axis=2), dtype=np.float32)
+    pts = landmarks(frames)
+    centred = pts - pts.mean(axis=1, keepdims=True)
+    size = np.sqrt(np.maximum(np.mean(centred * centred, axis=(1, 2)), MIN_MEAN_SQUARE))
+    a, b = _PAIR_INDEX
+    diff = pts[:, a] - pts[:, b]
+    return np.asarray(np.sqrt(np.sum(diff * diff, axis=2)) / size[:, None], dtype=np.float32)
 
 
 def nearest_distance(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -126,18 +131,24 @@ def nearest_distance(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> 
 
 
 def far_from(
-    candidates: npt.NDArray[np.float32], references: npt.NDArray[np.float32], min_distance: float
+    candidates: npt.NDArray[np.float32],
+    references: npt.NDArray[np.float32],
+    min_distance: float,
+    reference_shapes: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
     """Candidates whose hand shape is at least `min_distance` from every reference frame's."""
     if len(candidates) == 0:
         return candidates
-    return candidates[nearest_distance(shape(candidates), shape(references)) >= min_distance]
+    ref = shape(references) if reference_shapes is None else reference_shapes
+    return candidates[nearest_distance(shape(candidates), ref) >= min_distance]
 
 
-def typical_spacing(frames: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]) -> float:
+def typical_spacing(
+    frames: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], shapes: npt.NDArray[np.float32] | None = None
+) -> float:
     """Median over gestures of the 90th-percentile distance of a frame's shape to its gesture's
     mean shape: how far apart frames of one gesture typically are."""
-    feats = shape(frames)
+    feats = shape(frames) if shapes is None else shapes
     spreads = []
     for label in np.unique(labels):
         f = feats[labels == label]
