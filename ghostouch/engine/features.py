@@ -77,6 +77,7 @@ def _constants() -> dict[str, npt.NDArray[np.float32]]:
         "slope": np.array([[2.0, 0.0, 0.0]], np.float32),
         "offset": np.array([[-1.0, 1.0, 1.0]], np.float32),
         "differences": _difference_matrix(KEY_PAIRS),
+        "sum_xyz": np.repeat(np.eye(len(KEY_PAIRS), dtype=np.float32), 3, axis=0),  # [165, 55]
         "palm": _difference_matrix(PALM_PAIRS),
     }
 
@@ -98,8 +99,7 @@ def tf_shape_features(x: tf.Tensor) -> tf.Tensor:
     centred = tf.matmul(x, k["centring"])  # [b, 63] metres, centred on the landmarks' mean
     mean_square = tf.reduce_mean(tf.square(centred), axis=1, keepdims=True)
     coords = centred * tf.math.rsqrt(tf.maximum(mean_square, MIN_MEAN_SQUARE))
-    diff = tf.matmul(coords, k["differences"])
-    squared = tf.reduce_sum(tf.reshape(tf.square(diff), [-1, len(KEY_PAIRS), 3]), axis=2)
+    squared = tf.matmul(tf.square(tf.matmul(coords, k["differences"])), k["sum_xyz"])
     # Mirror of left hands: x * (2 right - 1), right = min(20 h, 1) (h = 1.0 raw, 0.127 app).
     mirror = tf.minimum(tf.matmul(x, k["handedness"]), 2.0) * k["palm_slope"] + k["palm_offset"]
     return tf.concat([tf.sqrt(squared), tf.matmul(coords, k["palm"]) * mirror], axis=1)
