@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -243,7 +244,7 @@ def ratios(results: dict[tuple[str, str], dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def speed(runs: int) -> None:
+def speed(runs: int) -> str:
     from bench.datasets import load_ghostouch, load_keypoints
 
     g = load_ghostouch()
@@ -254,6 +255,7 @@ def speed(runs: int) -> None:
         "kinivi 4 x 250": [GestureFrames(n, f[300:550]) for n, f in kin.frames.items()],
     }  # fmt: skip
     train_gesture_model(sets["kinivi 4 x 250"], EngineConfig())  # warm-up
+    lines = []
     for label, gestures in sets.items():
         totals, parts = [], []
         for i in range(runs):
@@ -262,10 +264,13 @@ def speed(runs: int) -> None:
             totals.append(time.perf_counter() - t)
             parts.append(model.metrics["timings"])
         med = {k: float(np.median([p[k] for p in parts])) for k in parts[0]}
-        print(
-            f"{label}: total median {np.median(totals):.3f} s (min {min(totals):.3f}, "
-            f"max {max(totals):.3f}), " + ", ".join(f"{k} {v:.3f}" for k, v in med.items())
+        lines.append(
+            f"| {label} | {np.median(totals):.3f} s | {min(totals):.3f} s | {max(totals):.3f} s | "
+            + " | ".join(f"{v:.3f} s" for v in med.values()) + " |"
         )
+        print(lines[-1], flush=True)
+    head = "| 4 gestures | median | min | max | train (median) | export | verify |\n|---|---|---|---|---|---|---|"
+    return "\n".join([head, *lines])
 
 
 NOTES = """\
@@ -289,15 +294,25 @@ the v0 file, are dropped. kinivi / libras are 2-D keypoints fed as frames (z = 0
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
-def write_results_section(body: str, path: Path = RESULTS) -> None:
-    """Replace (or append) the "## Accuracy" section of RESULTS.md, leaving the others alone."""
+SPEED_START, SPEED_END = "<!-- speed -->", "<!-- /speed -->"
+
+
+def write_results_section(body: str | None = None, speed_block: str | None = None, path: Path = RESULTS) -> None:
+    """Replace (or append) the "## Accuracy" section of RESULTS.md, leaving the others alone.
+    `body` replaces the accuracy results, `speed_block` the speed results; None keeps them."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    section = "## Accuracy\n\n" + body.strip() + "\n"
     start = text.find("## Accuracy\n")
+    end = text.find("\n## ", start + 1) if start >= 0 else -1
+    old = text[start:end] if start >= 0 and end >= 0 else text[start:] if start >= 0 else ""
+    old_speed = ""
+    if SPEED_START in old:
+        old_speed = old[old.index(SPEED_START) : old.index(SPEED_END) + len(SPEED_END)]
+    old_body = old.replace(old_speed, "").replace("## Accuracy\n", "").strip()
+    block = f"{SPEED_START}\n{speed_block.strip()}\n{SPEED_END}" if speed_block else old_speed
+    section = "## Accuracy\n\n" + "\n\n".join(p for p in (block, (body or old_body).strip()) if p) + "\n"
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:
-        end = text.find("\n## ", start + 1)
         text = text[:start] + section + (text[end:] if end >= 0 else "")
     path.write_text(text, encoding="utf-8")
 
@@ -317,7 +332,14 @@ def main() -> None:
     global VERBOSE
     VERBOSE = args.verbose
     if args.speed:
-        speed(args.speed)
+        result = speed(args.speed)
+        if args.write:
+            load = os.getloadavg()[0]
+            write_results_section(speed_block=(
+                f"Speed, {datetime.date.today().isoformat()}, `.venv/bin/python -m bench.accuracy "
+                f"{' '.join(sys.argv[1:])}` ({args.speed} jobs each in one warm process, after a "
+                f"warm-up job; 2 cores, load average {load:.1f} at the end):\n\n{result}"
+            ))  # fmt: skip
         return
     reps = 2 if args.quick else args.reps
     systems = {"ours": ours(parse_config(args.config))}
