@@ -35,6 +35,8 @@ from ghostouch.engine.verify import LiteModel
 
 Index = npt.NDArray[np.int64]
 Frames = npt.NDArray[np.float32]
+
+
 @dataclass
 class Tally:
     new: list[float] = field(default_factory=list)
@@ -150,8 +152,7 @@ def worker_duplicate_check(lite: LiteModel, gestures: Gestures, frames: Frames) 
     others = [f for name, f in gestures if name != verdict.gesture]
     ratio = shape_ratio(frames, known[verdict.gesture], others)
     if VERBOSE:
-        print(f"    engine: duplicate of {verdict.gesture} ({verdict.similarity:.2f}), "
-              f"worker shape ratio {ratio:.2f}")
+        print(f"    engine: duplicate of {verdict.gesture} ({verdict.similarity:.2f}), worker shape ratio {ratio:.2f}")
     return ratio <= MAX_DUPLICATE_SHAPE_RATIO
 
 
@@ -266,7 +267,8 @@ def speed(runs: int) -> str:
         med = {k: float(np.median([p[k] for p in parts])) for k in parts[0]}
         lines.append(
             f"| {label} | {np.median(totals):.3f} s | {min(totals):.3f} s | {max(totals):.3f} s | "
-            + " | ".join(f"{v:.3f} s" for v in med.values()) + " |"
+            + " | ".join(f"{v:.3f} s" for v in med.values())
+            + " |"
         )
         print(lines[-1], flush=True)
     head = "| 4 gestures | median | min | max | train (median) | export | verify |\n|---|---|---|---|---|---|---|"
@@ -368,9 +370,7 @@ def main() -> None:
     print("\n" + summary)
     if args.write:
         command = "`.venv/bin/python -m bench.accuracy " + " ".join(sys.argv[1:]) + "`"
-        write_results_section(
-            f"{datetime.date.today().isoformat()}, {command}\n\n{summary}\n\n{NOTES}"
-        )
+        write_results_section(f"{datetime.date.today().isoformat()}, {command}\n\n{summary}\n\n{NOTES}")
 
 
 if __name__ == "__main__":

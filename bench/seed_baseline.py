@@ -10,7 +10,6 @@ class weights. Its duplicate check only catches near-exact copies of the parent'
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import tensorflow as tf
 
-from ghostouch.engine.export import _quiet, calibration_frames
+from ghostouch.engine.export import convert_uint8
 from ghostouch.engine.frames import app_view
 
 Frames = npt.NDArray[np.float32]
@@ -88,20 +87,7 @@ def _frozen(model: keras.Model) -> tf.types.experimental.ConcreteFunction:
 
 
 def export_uint8(model: keras.Model, frames: Frames) -> bytes:
-    calib = calibration_frames(frames)
-
-    def representative() -> Iterator[list[Frames]]:
-        for row in calib:
-            yield [row[None, :]]
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([_frozen(model)])
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    with _quiet():
-        return bytes(converter.convert())
+    return convert_uint8(_frozen(model), frames)
 
 
 def _fit(model: keras.Model, x: Frames, y: np.ndarray, weights: np.ndarray, val: tuple, seed: int) -> int:
@@ -141,9 +127,7 @@ def _fit(model: keras.Model, x: Frames, y: np.ndarray, weights: np.ndarray, val:
     return epochs
 
 
-def train(
-    gestures: list[tuple[str, Frames]], parent: SeedModel | None = None, seed: int = 0
-) -> SeedModel:
+def train(gestures: list[tuple[str, Frames]], parent: SeedModel | None = None, seed: int = 0) -> SeedModel:
     """Train on every gesture's frames (the parent's gestures first), as the seed did."""
     keras.utils.set_random_seed(seed)
     x = app_view(np.concatenate([f for _, f in gestures]))

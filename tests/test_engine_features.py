@@ -69,9 +69,7 @@ def _uint8_features(frames: np.ndarray) -> np.ndarray:
 
 def test_uint8_export_keeps_the_features() -> None:
     rng = np.random.default_rng(5)
-    frames = np.concatenate(
-        [hands.generate_pose(name, 40, rng) for name in ("paper", "rock", "ok", "thumbs_up")]
-    )
+    frames = np.concatenate([hands.generate_pose(name, 40, rng) for name in ("paper", "rock", "ok", "thumbs_up")])
     exact = features.features(app_view(frames))
     got = _uint8_features(frames)
     error = np.abs(got - exact)

@@ -17,9 +17,7 @@ def test_augmented_copies_keep_the_hand_shape_close() -> None:
     assert np.array_equal(aug[:, 63], np.repeat(frames[:, 63], 4))
     # Same pose: shape distance far below the distance to another gesture.
     same = negatives.nearest_distance(negatives.shape(aug), negatives.shape(frames))
-    other = negatives.nearest_distance(
-        negatives.shape(hands.generate_pose("paper", 50, rng)), negatives.shape(frames)
-    )
+    other = negatives.nearest_distance(negatives.shape(hands.generate_pose("paper", 50, rng)), negatives.shape(frames))
     assert np.median(same) < 0.5 * np.median(other)
 
 

@@ -17,10 +17,7 @@ GESTURES = ("thumbs_up", "thumbs_down", "point_left", "point_right", "paper", "r
 def trained() -> TrainedModel:
     rng = np.random.default_rng(7)
     # One recording per gesture, all with the right hand, as one user would make them.
-    gestures = [
-        GestureFrames(name, hands.generate_recording(name, 100, rng, handedness=1.0))
-        for name in GESTURES
-    ]
+    gestures = [GestureFrames(name, hands.generate_recording(name, 100, rng, handedness=1.0)) for name in GESTURES]
     return train_gesture_model(gestures)
 
 

@@ -56,15 +56,15 @@ def calibration_frames(frames: npt.NDArray[np.float32], limit: int = 300) -> npt
     return np.concatenate([pins, calib]).astype(np.float32)
 
 
-def export_uint8(weights: Weights, frames: npt.NDArray[np.float32]) -> bytes:
-    """Fully integer-quantized model: uint8 [1, 64] in, uint8 [1, N] softmax out (legacy apps)."""
+def convert_uint8(function: tf.types.experimental.ConcreteFunction, frames: npt.NDArray[np.float32]) -> bytes:
+    """Fully integer-quantize a [1, 64] -> [1, N] function: uint8 in and out, calibrated on `frames`."""
     calib = calibration_frames(frames)
 
     def representative() -> Iterator[list[npt.NDArray[np.float32]]]:
         for row in calib:
             yield [row[None, :]]
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete_function(weights)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -72,6 +72,11 @@ def export_uint8(weights: Weights, frames: npt.NDArray[np.float32]) -> bytes:
     converter.inference_output_type = tf.uint8
     with _quiet():
         return bytes(converter.convert())
+
+
+def export_uint8(weights: Weights, frames: npt.NDArray[np.float32]) -> bytes:
+    """The legacy apps' model: uint8 [1, 64] in, uint8 [1, N] softmax out."""
+    return convert_uint8(_concrete_function(weights), frames)
 
 
 def export_float(weights: Weights) -> bytes:

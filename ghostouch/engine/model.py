@@ -98,8 +98,7 @@ def _train_loop(fb, tb, offsets, lr, decay, *start):  # type: ignore[no-untyped-
         new_m = [beta1 * mi + (1 - beta1) * g for mi, g in zip(m, grads, strict=True)]
         new_v = [beta2 * vi + (1 - beta2) * g * g for vi, g in zip(v, grads, strict=True)]
         new_p = [
-            p - lr_t * correction * mi / (tf.sqrt(vi) + eps)
-            for p, mi, vi in zip(params, new_m, new_v, strict=True)
+            p - lr_t * correction * mi / (tf.sqrt(vi) + eps) for p, mi, vi in zip(params, new_m, new_v, strict=True)
         ]
         return i + 1, new_p, new_m, new_v
 
@@ -113,9 +112,7 @@ def _train_loop(fb, tb, offsets, lr, decay, *start):  # type: ignore[no-untyped-
 def _trainer(xla: bool, n_params: int) -> Any:
     """The training loop as one graph. With XLA it is compiled once per (steps, batch, features,
     padded outputs) shape, which the fixed batch plan and output padding keep to a handful."""
-    return tf.function(
-        _train_loop, input_signature=_spec(n_params), jit_compile=xla, reduce_retracing=True
-    )
+    return tf.function(_train_loop, input_signature=_spec(n_params), jit_compile=xla, reduce_retracing=True)
 
 
 @lru_cache(maxsize=1)

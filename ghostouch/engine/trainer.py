@@ -105,9 +105,7 @@ def trim_outliers(frames: Frames, mads: float) -> Frames:
     return frames[d <= limit]
 
 
-def _unknown_poses(
-    train_sets: list[Frames], n: int, cfg: EngineConfig, rng: np.random.Generator
-) -> Frames:
+def _unknown_poses(train_sets: list[Frames], n: int, cfg: EngineConfig, rng: np.random.Generator) -> Frames:
     frames = np.concatenate(train_sets)
     labels = np.concatenate([np.full(len(s), i) for i, s in enumerate(train_sets)])
     n_random = int(n * cfg.random_share)
@@ -221,8 +219,7 @@ def train_gesture_model(
     agree = agreement(lite, check, float_proba)
     if agree < MIN_AGREEMENT:
         raise ModelCheckFailed(
-            f"the quantized model agrees with the trained one on only {agree:.1%} of frames "
-            f"(need {MIN_AGREEMENT:.0%})"
+            f"the quantized model agrees with the trained one on only {agree:.1%} of frames (need {MIN_AGREEMENT:.0%})"
         )
     float_agree = agreement(LiteModel.load(tflite_float), check, float_proba)
     matrix, per_class = confusion(lite, [s[1] for s in splits])
