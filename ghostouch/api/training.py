@@ -100,7 +100,7 @@ async def train(
     except Exception as exc:
         raise bad_request(f"body must be {{model_code, gesture, landmarks}}: {exc}") from None
     if idempotency_key:
-        previous = repo.find_job_by_key(state.db_url, owner, idempotency_key)
+        previous = await run_in_threadpool(repo.find_job_by_key, state.db_url, owner, idempotency_key)
         if previous is not None:
             return accepted(request, previous["task_id"], previous["status"])
     gesture = clean_gesture_name(req.gesture)
@@ -108,7 +108,7 @@ async def train(
         frames = check_frames(req.landmarks, MIN_FRAMES, MAX_FRAMES)
     except FrameError as exc:
         raise bad_request(str(exc)) from None
-    parent = repo.get_model(state.db_url, req.model_code)
+    parent = await run_in_threadpool(repo.get_model, state.db_url, req.model_code)
     if parent is None or not parent.usable_by(owner):
         raise not_found(f"model_code {req.model_code!r} does not name a model; a fresh install uses 'base_v1'")
     job = await run_in_threadpool(

@@ -154,9 +154,3 @@ def typical_spacing(
         f = feats[labels == label]
         spreads.append(float(np.percentile(np.linalg.norm(f - f.mean(axis=0), axis=1), 90)))
     return float(np.median(spreads))
-
-
-def landmark_noise(frames: npt.NDArray[np.float32]) -> float:
-    """Median per-landmark spread (m) across frames; a rough scale of recording jitter."""
-    pts = landmarks(frames)
-    return float(np.median(np.std(pts, axis=0)))

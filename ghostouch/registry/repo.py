@@ -290,9 +290,3 @@ def jobs_of_model(db_url: str, code: str) -> list[dict[str, Any]]:
     with session_scope(db_url) as s:
         rows = s.scalars(select(Job).where(Job.parent_code == code).order_by(Job.created_at))
         return [job_dict(j) for j in rows]
-
-
-def unfinished_jobs(db_url: str) -> list[dict[str, Any]]:
-    with session_scope(db_url) as s:
-        rows = s.scalars(select(Job).where(Job.status.not_in(FINAL_STATUSES)).order_by(Job.created_at))
-        return [job_dict(j) for j in rows]
