@@ -1,14 +1,14 @@
-"""The in-graph features: what they ignore, what they keep, and that the uint8 export keeps them."""
+"""The in-graph features: what they ignore, what they keep, and that the uint8 export computes them exactly."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from ghostouch.engine import features, hands
-from ghostouch.engine.export import _quiet, calibration_frames
-from ghostouch.engine.frames import app_view
+from ghostouch.engine.export import export_uint8
+from ghostouch.engine.frames import INPUT_SCALE, INPUT_ZERO_POINT, app_view
+from ghostouch.engine.model import TrainConfig, init_weights, predict_proba
 from ghostouch.engine.trainer import mirrored
 from ghostouch.engine.verify import LiteModel
 
@@ -48,31 +48,18 @@ def test_sizes_match_the_declared_ones(frames: np.ndarray) -> None:
         assert features.features(frames, kinds).shape == (len(frames), features.n_features(kinds))
 
 
-def _uint8_features(frames: np.ndarray) -> np.ndarray:
-    """The default features as computed by a fully int8 TFLite model, like the exported ones."""
-
-    @tf.function(input_signature=[tf.TensorSpec([1, 64], tf.float32)])
-    def serve(x: tf.Tensor) -> tf.Tensor:
-        return features.tf_features(x)
-
-    calib = calibration_frames(np.concatenate([frames, mirrored(frames)]))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()])
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([row[None, :]] for row in calib)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    with _quiet():
-        model = LiteModel.load(bytes(converter.convert()))
-    return model.predict_proba(frames)  # dequantized outputs, one frame at a time
-
-
-def test_uint8_export_keeps_the_features() -> None:
+def test_legacy_export_decides_like_the_trained_model() -> None:
+    """The uint8 model computes in float32 on the apps' dequantized input: its probabilities
+    are the trained model's, rounded to the output's 1/256 steps."""
     rng = np.random.default_rng(5)
     frames = np.concatenate([hands.generate_pose(name, 40, rng) for name in ("paper", "rock", "ok", "thumbs_up")])
-    exact = features.features(app_view(frames))
-    got = _uint8_features(frames)
-    error = np.abs(got - exact)
-    # Distances reach about 7 and palm vectors about 5 (units of the hand's RMS size).
-    assert np.median(error) < 0.06
-    assert np.percentile(error, 99) < 0.3
+    frames = np.concatenate([frames, mirrored(frames)])
+    weights = init_weights(features.n_features(), 4, TrainConfig(hidden=(16,), seed=2))
+    weights = [w * 4.0 for w in weights]  # confident outputs, not all near 1/4
+    lite = LiteModel.load(export_uint8(weights))
+    assert lite.input_quant == (pytest.approx(INPUT_SCALE), INPUT_ZERO_POINT)
+    assert lite.output_quant == (pytest.approx(1 / 256), 0)
+    exact = predict_proba(weights, app_view(frames))
+    got = lite.predict_proba(frames)
+    assert np.abs(got - np.minimum(exact, 255 / 256)).max() <= 0.5 / 256 + 1e-4
+    assert np.mean(exact.max(axis=1) >= 0.6) > 0.3  # the comparison covers confident outputs

@@ -158,16 +158,6 @@ def _per_gesture_sample(sets: list[Frames], limit: int, rng: np.random.Generator
     return np.concatenate(picks)
 
 
-def calibration_set(originals: list[Frames], x: Frames, rng: np.random.Generator) -> Frames:
-    """What the uint8 converter calibrates its ranges on (300 frames): recorded frames, the same
-    made with the other hand (a recording made with one hand must not leave the mirroring of
-    the other hand out of range), and augmented / unknown training samples (other angles)."""
-    per_gesture = max(1, 100 // len(originals))
-    real = _per_gesture_sample(originals, per_gesture, rng)
-    varied = x[rng.permutation(len(x))[: max(0, 300 - 2 * len(real))]]
-    return np.concatenate([real, mirrored(real), varied])
-
-
 def confusion(model: LiteModel, sets: list[Frames]) -> tuple[list[list[int]], list[float | None]]:
     k = len(sets)
     matrix = [[0] * (k + 1) for _ in range(k)]  # last column: below 0.5, "no gesture"
@@ -204,7 +194,7 @@ def train_gesture_model(
     report("exporting the TensorFlow Lite model")
     t1 = time.perf_counter()
     recorded = [g.frames for g in gestures]
-    tflite_uint8 = export.export_uint8(weights, calibration_set(recorded, x, rng))
+    tflite_uint8 = export.export_uint8(weights)
     tflite_float = export.export_float(weights)
     timings["export_s"] = time.perf_counter() - t1
 
