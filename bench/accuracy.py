@@ -136,24 +136,13 @@ def run_scenario(sc: Scenario, train: Trainer, dup: DupCheck, tally: Tally, agre
 
 def worker_duplicate_check(lite: LiteModel, gestures: Gestures, frames: Frames) -> bool:
     """The worker's decision (jobs/training.py): the engine's `check_duplicate` on the parent's
-    exported model, confirmed by the worker's hand-shape gate when the worker has one."""
+    exported model and the parent gestures' recorded frames."""
     labels = [name for name, _ in gestures]
-    verdict = check_duplicate(lite, labels, frames)
-    if not verdict.is_duplicate or verdict.gesture is None:
-        if VERBOSE:
-            print(f"    engine: not a duplicate (best {verdict.gesture} {verdict.similarity:.2f})")
-        return False
-    try:
-        from ghostouch.engine.pose_distance import shape_ratio
-        from ghostouch.jobs.training import MAX_DUPLICATE_SHAPE_RATIO
-    except ImportError:
-        return True
-    known = dict(gestures)
-    others = [f for name, f in gestures if name != verdict.gesture]
-    ratio = shape_ratio(frames, known[verdict.gesture], others)
+    verdict = check_duplicate(lite, labels, frames, known=dict(gestures))
     if VERBOSE:
-        print(f"    engine: duplicate of {verdict.gesture} ({verdict.similarity:.2f}), worker shape ratio {ratio:.2f}")
-    return ratio <= MAX_DUPLICATE_SHAPE_RATIO
+        ratio = "n/a" if verdict.spread_ratio is None else f"{verdict.spread_ratio:.2f}"
+        print(f"    {verdict.gesture} share {verdict.similarity:.2f} spread ratio {ratio}: {verdict.is_duplicate}")
+    return verdict.is_duplicate
 
 
 def parse_config(text: str | None) -> EngineConfig:
@@ -283,7 +272,7 @@ evaluated with the uint8 TFLite model through LiteRT on frames at least 100 fram
 every training window. One class per repetition is never trained (unknown). Columns: new recall
 and old acc = share of test frames shown as the right gesture (top prob >= 0.5); unknown FA =
 share of a never-trained gesture's frames shown as some gesture; dup TP = held-out blocks of
-known gestures posted under a new name and refused (engine check + the worker's shape gate);
+known gestures posted under a new name and refused (the worker's check: parent model, then hand shape);
 dup FP = genuinely new gestures refused; u8=float = same decision (gesture or none) of the uint8
 and float models on all test frames, u8 shown = the uint8 model shows the same gesture on the
 frames of trained gestures that the float model shows as a gesture

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ghostouch.engine import hands
-from ghostouch.engine.duplicates import check_duplicate
+from ghostouch.engine.duplicates import MAX_SPREAD_RATIO, check_duplicate, spread_ratio
 from ghostouch.engine.trainer import (
     EngineConfig,
     GestureFrames,
@@ -108,6 +108,25 @@ def test_duplicate_check_with_the_parent_model(parent: TrainedModel) -> None:
         assert not check_duplicate(lite, list(BASE), new).is_duplicate, name
     # Refining an existing gesture: it is not compared with itself.
     assert not check_duplicate(lite, list(BASE), again, ignore="rock").is_duplicate
+    # With the parent's recorded frames, the hand shape must agree too.
+    known = {g.name: g.frames for g in recordings(BASE, 1)}
+    verdict = check_duplicate(lite, list(BASE), again, known=known)
+    assert verdict.is_duplicate and verdict.spread_ratio is not None and verdict.spread_ratio <= MAX_SPREAD_RATIO
+    elsewhere = {**known, "rock": hands.generate_recording("call", 100, np.random.default_rng(33))}
+    verdict = check_duplicate(lite, list(BASE), again, known=elsewhere)
+    assert verdict.gesture == "rock" and not verdict.is_duplicate
+
+
+def test_spread_ratio_tells_re_recordings_from_other_shapes() -> None:
+    rng = np.random.default_rng(1)
+    names = ("paper", "rock", "scissors", "one", "ok", "call", "four", "three")
+    first = {n: hands.generate_recording(n, 100, rng) for n in names}
+    for name in BASE:
+        again = hands.generate_recording(name, 100, np.random.default_rng(31), handedness=0.0)
+        assert spread_ratio(again, first[name]) <= MAX_SPREAD_RATIO, name
+        for other in names:
+            if other != name:
+                assert spread_ratio(first[other], first[name]) > 2.0, (name, other)
 
 
 def test_flat_keypoints_train_flat_samples() -> None:

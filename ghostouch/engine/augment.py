@@ -40,6 +40,18 @@ class AugmentConfig:
     noise_m: float = 0.002
 
 
+def is_flat(frames: npt.NDArray[np.float32]) -> bool:
+    """Frames of 2-D keypoints (every z exactly 0), as some clients send."""
+    return not np.any(np.asarray(frames)[:, 2:HANDEDNESS:3])
+
+
+def flatten_depth(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """`frames` with z = 0: augmented copies of 2-D keypoints seen as such a client sees them."""
+    out = np.array(frames, dtype=np.float32, copy=True)
+    out[:, 2:HANDEDNESS:3] = 0.0
+    return out
+
+
 def rotation_matrices(rng: np.random.Generator, n: int, cfg: AugmentConfig) -> npt.NDArray[np.float64]:
     roll = np.radians(rng.uniform(-cfg.roll_deg, cfg.roll_deg, n))
     pitch = np.radians(rng.uniform(-cfg.pitch_deg, cfg.pitch_deg, n))

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ghostouch.engine import export, negatives
-from ghostouch.engine.augment import AugmentConfig, augment
+from ghostouch.engine.augment import AugmentConfig, augment, flatten_depth, is_flat
 from ghostouch.engine.frames import HANDEDNESS, app_view
 from ghostouch.engine.model import TrainConfig, Weights, predict_proba, train_weights
 from ghostouch.engine.verify import LiteModel, ModelCheckFailed, agreement, check_legacy_contract
@@ -87,13 +87,6 @@ def mirrored(frames: Frames) -> Frames:
     return out
 
 
-def _flatten_depth(frames: Frames) -> Frames:
-    """Zero z, for clients that send 2-D keypoints (every z exactly 0)."""
-    out = frames.copy()
-    out[:, 2:HANDEDNESS:3] = 0.0
-    return out
-
-
 def trim_outliers(frames: Frames, mads: float) -> Frames:
     """`frames` without the ones far from the gesture's median hand shape (at most 20 %)."""
     if mads <= 0 or len(frames) < 20:
@@ -132,7 +125,7 @@ def build_training_set(
 ) -> tuple[Frames, Frames, Frames]:
     """Inputs (as the apps deliver them), soft targets and sample weights."""
     k = len(train_sets)
-    flat = all(not np.any(s[:, 2:HANDEDNESS:3]) for s in train_sets)
+    flat = all(is_flat(s) for s in train_sets)
     xs, ys, ws = [], [], []
     for label, frames in enumerate(train_sets):
         copies = max(1, int(np.ceil(cfg.samples_per_gesture / len(frames))))
@@ -150,7 +143,7 @@ def build_training_set(
             ys.append(np.full((len(unknown), k), 1.0 / k, np.float32))
             ws.append(np.full(len(unknown), cfg.negative_weight / len(unknown), np.float32))
     x = np.concatenate(xs)
-    return app_view(_flatten_depth(x) if flat else x), np.concatenate(ys), np.concatenate(ws)
+    return app_view(flatten_depth(x) if flat else x), np.concatenate(ys), np.concatenate(ws)
 
 
 def _per_gesture_sample(sets: list[Frames], limit: int, rng: np.random.Generator) -> Frames:

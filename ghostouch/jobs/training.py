@@ -11,7 +11,6 @@ import numpy as np
 
 from ghostouch.config import Settings
 from ghostouch.engine.duplicates import check_duplicate
-from ghostouch.engine.pose_distance import shape_ratio
 from ghostouch.engine.trainer import EngineConfig, GestureFrames, train_gesture_model
 from ghostouch.engine.verify import LiteModel, ModelCheckFailed
 from ghostouch.publishing import publish_model
@@ -20,9 +19,6 @@ from ghostouch.storage import ObjectStore, StorageError, build_store
 
 log = logging.getLogger(__name__)
 
-# A recording counts as a duplicate only if its hand shape is this close to the existing gesture
-# (in units of that gesture's distance to the others; see engine/pose_distance.py).
-MAX_DUPLICATE_SHAPE_RATIO = 0.5
 # A job in PROGRESS without any update for this long lost its worker and may be run again.
 STALE_JOB_SECONDS = 600.0
 
@@ -126,18 +122,12 @@ class StepClock:
 def _duplicate_check(
     ctx: WorkerContext, parent: repo.ModelInfo, gesture: str, new_frames: np.ndarray, known: dict[str, np.ndarray]
 ) -> dict[str, Any]:
-    """Scores of the new frames against the parent's gestures; `is_duplicate` when both the parent
-    model (as the phone runs it) and the orientation-free hand shape say it is a known gesture."""
+    """Scores of the new frames against the parent's gestures (engine/duplicates.py): the parent
+    model as the phone runs it, then the hand shape against the recorded frames of `known`."""
     lite = LiteModel.load(ctx.store.get_bytes(parent.artifacts["tflite"]["key"]))
     labels = parent.labels
-    verdict = check_duplicate(lite, labels, new_frames, ignore=gesture if gesture in labels else None)
-    scores: dict[str, Any] = {**verdict.as_dict(), "shape_ratio": None}
-    if verdict.gesture is not None:
-        others = [f for name, f in known.items() if name != verdict.gesture]
-        ratio = shape_ratio(new_frames, known[verdict.gesture], others)
-        scores["shape_ratio"] = round(ratio, 4)
-        scores["is_duplicate"] = verdict.is_duplicate and ratio <= MAX_DUPLICATE_SHAPE_RATIO
-    return scores
+    ignore = gesture if gesture in labels else None
+    return check_duplicate(lite, labels, new_frames, known=known, ignore=ignore).as_dict()
 
 
 def _train(ctx: WorkerContext, job: dict[str, Any], step: Any, engine_config: EngineConfig, clock: StepClock) -> None:
