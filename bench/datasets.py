@@ -94,7 +94,7 @@ def ghostouch_base_v1_mask(dataset: Dataset, data_dir: Path = DATA_DIR) -> dict[
     return masks
 
 
-def load_keypoints(name: str, data_dir: Path = DATA_DIR) -> Dataset:
+def load_keypoints(name: str, data_dir: Path = DATA_DIR, drop_mislabeled: bool = True) -> Dataset:
     root = data_dir / name
     with (root / "keypoint_classifier_label.csv").open(encoding="utf-8-sig") as f:
         names = [line.strip() for line in f if line.strip()]
@@ -105,7 +105,39 @@ def load_keypoints(name: str, data_dir: Path = DATA_DIR) -> Dataset:
     # Positions in the file (rows of one class are consecutive video frames, possibly in several
     # recording blocks): keep them so that "far from the training window" is measured in frames.
     positions = {names[c]: np.flatnonzero(index == c) for c in range(len(names)) if np.any(index == c)}
-    return Dataset(name, "2d", per_class, sequential=True, positions=positions)
+    notes = []
+    if drop_mislabeled:
+        for label, rows in mislabeled_runs(per_class, positions).items():
+            keep = ~np.isin(positions[label], rows)
+            per_class[label], positions[label] = per_class[label][keep], positions[label][keep]
+            notes.append(f"{label}: dropped file rows {rows[0]}-{rows[-1]} ({len(rows)} rows), "
+                         "a run of another class's hand shape")  # fmt: skip
+    return Dataset(name, "2d", per_class, sequential=True, positions=positions, notes=notes)
+
+
+MISLABELED_RUN = 10  # consecutive rows; shorter runs are transitions between poses
+
+
+def mislabeled_runs(frames: dict[str, Frames], positions: dict[str, npt.NDArray[np.int64]]) -> dict[str, list[int]]:
+    """File rows of each class that hold another class's pose: runs of at least MISLABELED_RUN
+    consecutive rows whose hand shape (`negatives.shape`) is less than half as far from some
+    frame of another class as from any frame of their own class recorded 50+ rows away."""
+    from ghostouch.engine import negatives
+
+    shapes = {name: negatives.shape(f) for name, f in frames.items()}
+    found: dict[str, list[int]] = {}
+    for name, own in shapes.items():
+        pos = positions[name]
+        d2 = (own**2).sum(1)[:, None] + (own**2).sum(1)[None, :] - 2.0 * own @ own.T
+        far = np.abs(pos[:, None] - pos[None, :]) > 50
+        to_own = np.where(far, np.sqrt(np.maximum(d2, 0.0)), np.inf).min(axis=1)
+        others = np.concatenate([s for other, s in shapes.items() if other != name])
+        suspect = pos[negatives.nearest_distance(own, others) < 0.5 * to_own]
+        runs = np.split(suspect, np.flatnonzero(np.diff(suspect) != 1) + 1) if len(suspect) else []
+        rows = [int(r) for run in runs if len(run) >= MISLABELED_RUN for r in run]
+        if rows:
+            found[name] = rows
+    return found
 
 
 def load_all(data_dir: Path = DATA_DIR) -> list[Dataset]:
