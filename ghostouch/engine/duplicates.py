@@ -26,7 +26,6 @@ import numpy as np
 import numpy.typing as npt
 
 from ghostouch.engine import negatives
-from ghostouch.engine.augment import augment, flatten_depth, is_flat
 from ghostouch.engine.verify import LiteModel
 
 Frames = npt.NDArray[np.float32]
@@ -39,7 +38,6 @@ RECOGNIZED_PROBABILITY = 0.5
 # Largest median distance of the new frames to the candidate's, in units of its spread (the 90th
 # percentile distance of its augmented copies to its frames), for the same hand shape.
 MAX_SPREAD_RATIO = 1.25
-SPREAD_COPIES = 4
 
 
 @dataclass(frozen=True)
@@ -64,15 +62,11 @@ class DuplicateVerdict:
 
 def spread_ratio(new: Frames, gesture: Frames, seed: int = 0) -> float:
     """Median distance of `new` frames to `gesture`'s nearest frame (hand shape), in units of
-    how far `gesture`'s augmented copies lie from its frames (their 90th percentile)."""
+    how far `gesture`'s augmented copies lie from its frames (`negatives.shape_spread`)."""
     if len(gesture) == 0 or len(new) == 0:
         return float("inf")
-    copies = augment(gesture, SPREAD_COPIES, np.random.default_rng(seed))
-    if is_flat(gesture):
-        copies = flatten_depth(copies)
-    reference = negatives.shape(gesture)
-    spread = float(np.percentile(negatives.nearest_distance(negatives.shape(copies), reference), 90))
-    return float(np.median(negatives.nearest_distance(negatives.shape(new), reference))) / max(spread, 1e-6)
+    reference, spread = negatives.shape_spread(gesture, seed)
+    return float(np.median(negatives.nearest_distance(negatives.shape(new), reference))) / spread
 
 
 def check_duplicate(

@@ -1,6 +1,6 @@
 """In-graph pose features of raw frames: the hand's shape, plus its orientation.
 
-Default features (`DEFAULT_KINDS`, 64 values), in units of the hand's size (the RMS distance
+Default features (`DEFAULT_KINDS`, 96 values). The first two kinds are in units of the hand's size (the RMS distance
 of its landmarks from their mean), computed from the normalized landmarks of `coords`:
 
 * `distances` (55): the distances between 11 key points (wrist, the five tips, the thumb's IP
@@ -12,6 +12,10 @@ of its landmarks from their mean), computed from the normalized landmarks of `co
   (what tells thumbs-up from thumbs-down, or pointing left from pointing right) in 9 numbers
   instead of 63, so the classifier leans on the shape and uses orientation only where the
   shape cannot tell two gestures apart.
+
+* `embedding` (32): the distances mapped by the pose embedding learned from synthetic hands
+  (`pose_embedding.py`), which places the same pose seen from other angles, by other hands, or
+  flattened to 2-D keypoints, close together.
 
 Experiments can also ask for `coords` (63): landmarks with left hands mirrored, centred and
 divided by their RMS (`frames.normalize`), the features of earlier engines.
@@ -38,13 +42,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
 
 from ghostouch.engine.frames import HANDEDNESS, MIN_MEAN_SQUARE
+from ghostouch.engine.pose_embedding import DIMENSIONS, tf_embed
 
 KEY_POINTS = (0, 4, 8, 12, 16, 20, 3, 6, 10, 14, 18)
 KEY_PAIRS: tuple[tuple[int, int], ...] = tuple(combinations(KEY_POINTS, 2))
 PALM_PAIRS: tuple[tuple[int, int], ...] = ((5, 0), (9, 0), (17, 0))
-ALL_KINDS = ("coords", "distances", "palm")
-DEFAULT_KINDS: tuple[str, ...] = ("distances", "palm")
-SIZES = {"coords": HANDEDNESS, "distances": len(KEY_PAIRS), "palm": 3 * len(PALM_PAIRS)}
+ALL_KINDS = ("coords", "distances", "palm", "embedding")
+DEFAULT_KINDS: tuple[str, ...] = ("distances", "palm", "embedding")
+SIZES = {"coords": HANDEDNESS, "distances": len(KEY_PAIRS), "palm": 3 * len(PALM_PAIRS), "embedding": DIMENSIONS}
 
 
 def n_features(kinds: tuple[str, ...] = DEFAULT_KINDS) -> int:
@@ -120,18 +125,19 @@ def tf_normalized(x: tf.Tensor) -> tf.Tensor:
 
 
 def tf_features(x: tf.Tensor, kinds: tuple[str, ...] = DEFAULT_KINDS) -> tf.Tensor:
-    """Raw [b, 64] frames -> [b, n_features(kinds)] features."""
-    if kinds == ("distances", "palm"):
-        return tf_shape_features(x)
+    """Raw [b, 64] frames -> [b, n_features(kinds)] features, in the order of `kinds`."""
+    n_distances = SIZES["distances"]
+    shape = tf_shape_features(x) if {"distances", "palm", "embedding"} & set(kinds) else None
     parts = []
-    shape = tf_shape_features(x) if {"distances", "palm"} & set(kinds) else None
     for kind in kinds:
         if kind == "coords":
             parts.append(tf_normalized(x))
         elif kind == "distances":
-            parts.append(shape[:, : SIZES["distances"]])  # type: ignore[index]
+            parts.append(shape[:, :n_distances])  # type: ignore[index]
+        elif kind == "palm":
+            parts.append(shape[:, n_distances:])  # type: ignore[index]
         else:
-            parts.append(shape[:, SIZES["distances"] :])  # type: ignore[index]
+            parts.append(tf_embed(shape[:, :n_distances]))  # type: ignore[index]
     return parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
 
 

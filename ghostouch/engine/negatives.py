@@ -15,8 +15,11 @@ import numpy.typing as npt
 
 from ghostouch.engine.augment import (
     FINGERS,
+    augment,
     bend,
     finger_curl,
+    flatten_depth,
+    is_flat,
     mirrored_points,
     palm_axes,
     set_finger,
@@ -141,6 +144,21 @@ def far_from(
         return candidates
     ref = shape(references) if reference_shapes is None else reference_shapes
     return candidates[nearest_distance(shape(candidates), ref) >= min_distance]
+
+
+def shape_spread(frames: npt.NDArray[np.float32], seed: int = 0) -> tuple[npt.NDArray[np.float32], float]:
+    """The frames' hand shapes, and how far the engine's augmented copies of them (other angles,
+    bends, finger lengths, noise; flattened like the frames when those are 2-D keypoints) lie from
+    them: the 90th percentile of the copies' distances to the nearest frame."""
+    copies = augment(frames, SPREAD_COPIES, np.random.default_rng(seed))
+    if is_flat(frames):
+        copies = flatten_depth(copies)
+    reference = shape(frames)
+    spread = float(np.percentile(nearest_distance(shape(copies), reference), 90))
+    return reference, max(spread, 1e-6)
+
+
+SPREAD_COPIES = 4
 
 
 def typical_spacing(

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ghostouch.engine import export, negatives
+from ghostouch.engine import export, negatives, twins
 from ghostouch.engine.augment import AugmentConfig, augment, flatten_depth, is_flat
 from ghostouch.engine.frames import HANDEDNESS, app_view
 from ghostouch.engine.model import TrainConfig, Weights, predict_proba, train_weights
@@ -126,10 +126,15 @@ def build_training_set(
     """Inputs (as the apps deliver them), soft targets and sample weights."""
     k = len(train_sets)
     flat = all(is_flat(s) for s in train_sets)
+    varied: list[list[Frames]] = [[s] for s in train_sets]  # what the augmentation starts from
+    for i, j in twins.orientation_twins(train_sets) if k >= 2 else []:
+        varied[i].append(twins.reoriented(train_sets[j], train_sets[i], len(train_sets[i]), rng))
+        varied[j].append(twins.reoriented(train_sets[i], train_sets[j], len(train_sets[j]), rng))
     xs, ys, ws = [], [], []
     for label, frames in enumerate(train_sets):
-        copies = max(1, int(np.ceil(cfg.samples_per_gesture / len(frames))))
-        aug = augment(frames, copies, rng, cfg.augment)
+        start = np.concatenate(varied[label])
+        copies = max(1, int(np.ceil(cfg.samples_per_gesture / len(start))))
+        aug = augment(start, copies, rng, cfg.augment)
         xs.append(np.concatenate([frames, aug]))
         target = np.full((len(xs[-1]), k), cfg.label_smoothing / k, np.float32)
         target[:, label] += 1.0 - cfg.label_smoothing

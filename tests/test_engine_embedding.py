@@ -1,0 +1,65 @@
+"""The shipped pose embedding, its training code, and orientation twins (synthetic hands)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ghostouch.engine import features, hands, negatives, pose_embedding
+from ghostouch.engine.augment import palm_axes
+from ghostouch.engine.trainer import mirrored
+from ghostouch.engine.twins import orientation_twins, reoriented
+
+NAMES = ("paper", "rock", "scissors", "one", "ok", "call", "thumbs_up", "three")
+
+
+def embedded(frames: np.ndarray) -> np.ndarray:
+    return features.features(frames, ("embedding",))
+
+
+def test_shipped_embedding_gives_unit_vectors_that_ignore_pose_placement() -> None:
+    frames = hands.generate_pose("ok", 40, np.random.default_rng(1))
+    base = embedded(frames)
+    assert base.shape == (40, pose_embedding.DIMENSIONS)
+    assert np.allclose(np.linalg.norm(base, axis=1), 1.0, atol=1e-4)
+    moved = frames.copy()
+    moved[:, :63] = moved[:, :63] * 0.8 + 0.01
+    for other in (moved, mirrored(frames)):
+        assert np.allclose(embedded(other), base, atol=1e-3)
+
+
+def test_re_recordings_of_a_pose_embed_closer_than_other_poses() -> None:
+    rng = np.random.default_rng(2)
+    first = {n: embedded(hands.generate_recording(n, 60, rng)) for n in NAMES}
+    for name in NAMES:
+        again = embedded(hands.generate_pose(name, 60, rng, handedness=0.0))
+        to = {n: float(np.median(negatives.nearest_distance(again, e))) for n, e in first.items()}
+        assert min(to, key=lambda n: to[n]) == name, to
+
+
+def test_training_code_learns_to_pair_views() -> None:
+    arrays = pose_embedding.train(pairs=4000, steps=150, seed=3, batch=256)
+    assert arrays["layer_0"].shape == (pose_embedding.N_INPUTS, pose_embedding.HIDDEN[0])
+    assert arrays["layer_5"].shape == (pose_embedding.DIMENSIONS,)
+    a, b = pose_embedding.training_pairs(500, np.random.default_rng(4))
+
+    za, zb = pose_embedding.embed(a, arrays), pose_embedding.embed(b, arrays)
+    same = np.linalg.norm(za - zb, axis=1)
+    other = np.linalg.norm(za - np.roll(zb, 1, axis=0), axis=1)
+    assert np.median(same) < 0.6 * np.median(other)
+
+
+def test_orientation_twins_are_found_and_swapped_into_each_other() -> None:
+    rng = np.random.default_rng(5)
+    names = ("thumbs_up", "thumbs_down", "paper", "point_left", "point_right", "rock")
+    sets = [hands.generate_recording(n, 80, rng, handedness=1.0) for n in names]
+    assert orientation_twins(sets) == [(0, 1), (3, 4)]
+    turned = reoriented(sets[1], sets[0], 50, np.random.default_rng(6))
+    # thumbs_down's shape ...
+    assert np.median(negatives.nearest_distance(negatives.shape(turned), negatives.shape(sets[1]))) < 0.05
+    # ... lying like thumbs_up: the palm axes match one of thumbs_up's frames.
+    axes = np.stack(palm_axes(turned[:, :63].reshape(-1, 21, 3).astype(np.float64)), axis=1).reshape(50, 9)
+    up = np.stack(palm_axes(sets[0][:, :63].reshape(-1, 21, 3).astype(np.float64)), axis=1).reshape(80, 9)
+    assert negatives.nearest_distance(axes.astype(np.float32), up.astype(np.float32)).max() == pytest.approx(
+        0, abs=1e-3
+    )
