@@ -133,6 +133,14 @@ def nearest_distance(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> 
     return np.asarray(np.sqrt(np.maximum(d2.min(axis=1), 0.0)))
 
 
+def kth_nearest_distance(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.float32]:
+    """For each row of `a`, the Euclidean distance to its k-th nearest row of `b` (all of `b`
+    when it has fewer rows)."""
+    d2 = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2.0 * a @ b.T
+    kth = np.partition(d2, min(k, d2.shape[1]) - 1, axis=1)[:, min(k, d2.shape[1]) - 1]
+    return np.asarray(np.sqrt(np.maximum(kth, 0.0)))
+
+
 def far_from(
     candidates: npt.NDArray[np.float32],
     references: npt.NDArray[np.float32],
@@ -149,16 +157,24 @@ def far_from(
 def shape_spread(frames: npt.NDArray[np.float32], seed: int = 0) -> tuple[npt.NDArray[np.float32], float]:
     """The frames' hand shapes, and how far the engine's augmented copies of them (other angles,
     bends, finger lengths, noise; flattened like the frames when those are 2-D keypoints) lie from
-    them: the 90th percentile of the copies' distances to the nearest frame."""
+    them: the 90th percentile of the copies' `shape_distance` to the frames."""
     copies = augment(frames, SPREAD_COPIES, np.random.default_rng(seed))
     if is_flat(frames):
         copies = flatten_depth(copies)
     reference = shape(frames)
-    spread = float(np.percentile(nearest_distance(shape(copies), reference), 90))
+    spread = float(np.percentile(shape_distance(shape(copies), reference), 90))
     return reference, max(spread, 1e-6)
 
 
+def shape_distance(shapes: npt.NDArray[np.float32], reference: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Distance of each hand shape to a recording's shapes: to its SPREAD_NEIGHBOURS-th nearest
+    one, so that a few stray frames in the recording (a hand still opening into the pose, say)
+    do not make other poses look close to it."""
+    return kth_nearest_distance(shapes, reference, SPREAD_NEIGHBOURS)
+
+
 SPREAD_COPIES = 4
+SPREAD_NEIGHBOURS = 10
 
 
 def typical_spacing(

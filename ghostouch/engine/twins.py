@@ -19,7 +19,7 @@ from ghostouch.engine import negatives
 from ghostouch.engine.augment import mirrored_points, palm_axes, to_frames
 
 Frames = npt.NDArray[np.float32]
-MAX_TWIN_RATIO = 1.25  # as `duplicates.MAX_SPREAD_RATIO`
+MAX_TWIN_RATIO = 1.25  # a little looser than `duplicates.MAX_SPREAD_RATIO` (1.15)
 
 
 def orientation_twins(sets: list[Frames], max_ratio: float = MAX_TWIN_RATIO) -> list[tuple[int, int]]:
@@ -31,8 +31,8 @@ def orientation_twins(sets: list[Frames], max_ratio: float = MAX_TWIN_RATIO) -> 
             second = spreads[j]
             if first is None or second is None:
                 continue
-            to_first = np.median(negatives.nearest_distance(second[0], first[0])) / first[1]
-            to_second = np.median(negatives.nearest_distance(first[0], second[0])) / second[1]
+            to_first = np.median(negatives.shape_distance(second[0], first[0])) / first[1]
+            to_second = np.median(negatives.shape_distance(first[0], second[0])) / second[1]
             if max(to_first, to_second) <= max_ratio:
                 pairs.append((i, j))
     return pairs
