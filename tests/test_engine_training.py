@@ -15,7 +15,7 @@ from ghostouch.engine.trainer import (
     TrainedModel,
     build_training_set,
     train_gesture_model,
-    trim_outliers,
+    trim_strays,
 )
 from ghostouch.engine.verify import LiteModel
 
@@ -141,12 +141,15 @@ def test_flat_keypoints_train_flat_samples() -> None:
     assert len(x) == len(y) == len(w) and np.isclose(w.sum(), 3.0 + EngineConfig().negative_weight)
 
 
-def test_trim_outliers_drops_foreign_frames_only() -> None:
+def test_trim_strays_drops_stray_frames_only() -> None:
     rng = np.random.default_rng(4)
     frames = np.concatenate([hands.generate_recording("rock", 95, rng), hands.generate_pose("paper", 5, rng)])
-    kept = trim_outliers(frames, 4.0)
+    kept = trim_strays(frames, 3.0)
     assert len(kept) >= 90
     assert not np.any(np.isin(kept[:, 0], frames[95:, 0]))
+    # A second pose held for a while (a gesture made two ways) is not a stray.
+    two_ways = np.concatenate([frames[:60], hands.generate_recording("paper", 40, rng)])
+    assert len(trim_strays(two_ways, 3.0)) >= 95
 
 
 def test_a_warm_job_is_fast() -> None:

@@ -52,9 +52,11 @@ class EngineConfig:
     # gesture. On the benchmark it cut never-trained gestures shown as a gesture by 2-6 points.
     label_smoothing: float = 0.2
     check_frames_per_gesture: int = 60  # frames per gesture (and as many mirrored) checked
-    # Frames whose hand shape is this many (scaled) MADs farther from their gesture's median
-    # shape than typical are left out of training (transitions into / out of the pose); 0: off.
-    outlier_mads: float = 0.0
+    # Stray frames of a recording (a hand still on its way into the pose, a tracking glitch) are
+    # left out of training: frames whose 10th nearest frame of the same recording (hand shape) is
+    # this many times farther than a typical frame's; 0: keep all. Two open-hand frames in a
+    # kinivi "Close" recording otherwise made the model show every open hand as Close.
+    stray_factor: float = 3.0
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
@@ -87,15 +89,15 @@ def mirrored(frames: Frames) -> Frames:
     return out
 
 
-def trim_outliers(frames: Frames, mads: float) -> Frames:
-    """`frames` without the ones far from the gesture's median hand shape (at most 20 %)."""
-    if mads <= 0 or len(frames) < 20:
+def trim_strays(frames: Frames, factor: float, neighbours: int = 10, max_share: float = 0.1) -> Frames:
+    """`frames` without the isolated ones (at most `max_share` of them): those whose
+    `neighbours`-th nearest other frame is `factor` times farther than the median frame's."""
+    if factor <= 0 or len(frames) < 4 * neighbours:
         return frames
     shapes = negatives.shape(frames)
-    d = np.linalg.norm(shapes - np.median(shapes, axis=0), axis=1)
-    centre = np.median(d)
-    limit = max(centre + mads * 1.4826 * np.median(np.abs(d - centre)), np.percentile(d, 80))
-    return frames[d <= limit]
+    isolation = negatives.kth_nearest_distance(shapes, shapes, neighbours + 1)  # +1: itself
+    limit = max(factor * float(np.median(isolation)), float(np.quantile(isolation, 1.0 - max_share)))
+    return frames[isolation <= limit]
 
 
 def _unknown_poses(train_sets: list[Frames], n: int, cfg: EngineConfig, rng: np.random.Generator) -> Frames:
@@ -184,7 +186,7 @@ def train_gesture_model(
 
     report("training the model")
     splits = [_split(g.frames, cfg.holdout_fraction) for g in gestures]
-    train_sets = [trim_outliers(s[0], cfg.outlier_mads) for s in splits]
+    train_sets = [trim_strays(s[0], cfg.stray_factor) for s in splits]
     x, y, w = build_training_set(train_sets, cfg, rng)
     weights = train_weights(x, y, w, cfg.train)
     timings["train_s"] = time.perf_counter() - t0
