@@ -1,6 +1,6 @@
 """In-graph pose features of raw frames: the hand's shape, plus its orientation.
 
-Default features (`DEFAULT_KINDS`, 96 values). The first two kinds are in units of the hand's size (the RMS distance
+Default features (`DEFAULT_KINDS`, 64 values), in units of the hand's size (the RMS distance
 of its landmarks from their mean), computed from the normalized landmarks of `coords`:
 
 * `distances` (55): the distances between 11 key points (wrist, the five tips, the thumb's IP
@@ -13,9 +13,12 @@ of its landmarks from their mean), computed from the normalized landmarks of `co
   instead of 63, so the classifier leans on the shape and uses orientation only where the
   shape cannot tell two gestures apart.
 
-* `embedding` (32): the distances mapped by the pose embedding learned from synthetic hands
-  (`pose_embedding.py`), which places the same pose seen from other angles, by other hands, or
-  flattened to 2-D keypoints, close together.
+* `embedding` (32), added for recordings of 2-D keypoints (`FLAT_KINDS`, every z = 0): the
+  distances mapped by the pose embedding learned from synthetic hands (`pose_embedding.py`),
+  which brings the same pose seen from other angles back together, where flattening makes the
+  distances themselves depend on the angle. World landmarks do not need it: on the 3-D
+  benchmark set nothing changed, and on synthetic hands of other people it cost recall (a fist
+  recognized 69 instead of 90 % of the time), because it tells finer shape differences apart.
 
 Experiments can also ask for `coords` (63): landmarks with left hands mirrored, centred and
 divided by their RMS (`frames.normalize`), the features of earlier engines.
@@ -48,12 +51,21 @@ KEY_POINTS = (0, 4, 8, 12, 16, 20, 3, 6, 10, 14, 18)
 KEY_PAIRS: tuple[tuple[int, int], ...] = tuple(combinations(KEY_POINTS, 2))
 PALM_PAIRS: tuple[tuple[int, int], ...] = ((5, 0), (9, 0), (17, 0))
 ALL_KINDS = ("coords", "distances", "palm", "embedding")
-DEFAULT_KINDS: tuple[str, ...] = ("distances", "palm", "embedding")
+DEFAULT_KINDS: tuple[str, ...] = ("distances", "palm")
+FLAT_KINDS: tuple[str, ...] = ("distances", "palm", "embedding")
 SIZES = {"coords": HANDEDNESS, "distances": len(KEY_PAIRS), "palm": 3 * len(PALM_PAIRS), "embedding": DIMENSIONS}
 
 
 def n_features(kinds: tuple[str, ...] = DEFAULT_KINDS) -> int:
     return sum(SIZES[k] for k in kinds)
+
+
+def kinds_for(n_inputs: int) -> tuple[str, ...]:
+    """The feature kinds of a model whose first layer takes `n_inputs` features."""
+    for kinds in (DEFAULT_KINDS, FLAT_KINDS):
+        if n_features(kinds) == n_inputs:
+            return kinds
+    raise ValueError(f"no feature set has {n_inputs} features")
 
 
 def _difference_matrix(pairs: tuple[tuple[int, int], ...]) -> npt.NDArray[np.float32]:

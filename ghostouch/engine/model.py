@@ -29,8 +29,6 @@ import tensorflow as tf
 from ghostouch.engine import features as feats
 
 Weights = list[npt.NDArray[np.float32]]
-# The features the exported models compute (see features.py).
-FEATURE_KINDS: tuple[str, ...] = feats.DEFAULT_KINDS
 
 
 @dataclass(frozen=True)
@@ -47,11 +45,6 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def tf_features(x: tf.Tensor) -> tf.Tensor:
-    """Raw [b, 64] frames -> the model's [b, n] input features."""
-    return feats.tf_features(x, FEATURE_KINDS)
-
-
 def _mlp(f: tf.Tensor, params: list[tf.Tensor]) -> tf.Tensor:
     """Dense layers with relu between them: params = [w1, b1, ..., w_out, b_out]."""
     h = f
@@ -61,7 +54,8 @@ def _mlp(f: tf.Tensor, params: list[tf.Tensor]) -> tf.Tensor:
 
 
 def tf_logits(x: tf.Tensor, weights: list[tf.Tensor]) -> tf.Tensor:
-    return _mlp(tf_features(x), weights)
+    """Raw [b, 64] frames -> logits; the features are those the first layer was trained on."""
+    return _mlp(feats.tf_features(x, feats.kinds_for(int(weights[0].shape[0]))), weights)
 
 
 def _spec(n_params: int) -> list[tf.TensorSpec]:
@@ -115,10 +109,10 @@ def _trainer(xla: bool, n_params: int) -> Any:
     return tf.function(_train_loop, input_signature=_spec(n_params), jit_compile=xla, reduce_retracing=True)
 
 
-@lru_cache(maxsize=1)
-def _feature_graph() -> Any:
+@lru_cache(maxsize=2)
+def _feature_graph(kinds: tuple[str, ...]) -> Any:
     return tf.function(
-        lambda x: feats.tf_features(x, FEATURE_KINDS),
+        lambda x: feats.tf_features(x, kinds),
         input_signature=[tf.TensorSpec([None, 64], tf.float32)],
     )
 
@@ -148,6 +142,7 @@ def train_weights(
     targets: npt.NDArray[np.float32],
     sample_weights: npt.NDArray[np.float32],
     config: TrainConfig,
+    kinds: tuple[str, ...] = feats.DEFAULT_KINDS,
 ) -> Weights:
     """Mini-batch Adam on soft targets, batches drawn in proportion to the sample weights.
 
@@ -155,7 +150,7 @@ def train_weights(
     first layer (so `tf_logits` takes raw frames).
     """
     global USE_XLA
-    f = np.asarray(_feature_graph()(tf.constant(x, tf.float32)))
+    f = np.asarray(_feature_graph(kinds)(tf.constant(x, tf.float32)))
     mean = f.mean(axis=0)
     # Features that hardly vary in the training set (z of 2-D keypoints, say) carry nothing the
     # uint8 model could resolve (its steps are about 0.03 feature units): they are switched off
@@ -200,10 +195,10 @@ def train_weights(
     return weights
 
 
-@lru_cache(maxsize=4)
-def _predictor(n_params: int) -> Any:
-    spec = [tf.TensorSpec([None, 64], tf.float32)]
-    spec += [tf.TensorSpec([None, None] if i % 2 == 0 else [None], tf.float32) for i in range(n_params)]
+@lru_cache(maxsize=8)
+def _predictor(n_params: int, n_inputs: int) -> Any:
+    spec = [tf.TensorSpec([None, 64], tf.float32), tf.TensorSpec([n_inputs, None], tf.float32)]
+    spec += [tf.TensorSpec([None, None] if i % 2 == 0 else [None], tf.float32) for i in range(1, n_params)]
 
     @tf.function(input_signature=spec)
     def predict(x, *weights):  # type: ignore[no-untyped-def]
@@ -214,5 +209,6 @@ def _predictor(n_params: int) -> Any:
 
 def predict_proba(weights: Weights, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Float-model softmax probabilities for raw [n, 64] frames."""
-    out = _predictor(len(weights))(tf.constant(x, tf.float32), *[tf.constant(w) for w in weights])
+    predict = _predictor(len(weights), int(weights[0].shape[0]))
+    out = predict(tf.constant(x, tf.float32), *[tf.constant(w) for w in weights])
     return np.asarray(out, dtype=np.float32)

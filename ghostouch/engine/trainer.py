@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from ghostouch.engine import export, negatives, twins
 from ghostouch.engine.augment import AugmentConfig, augment, flatten_depth, is_flat
+from ghostouch.engine.features import DEFAULT_KINDS, FLAT_KINDS
 from ghostouch.engine.frames import HANDEDNESS, app_view
 from ghostouch.engine.model import TrainConfig, Weights, predict_proba, train_weights
 from ghostouch.engine.verify import LiteModel, ModelCheckFailed, agreement, check_legacy_contract
@@ -188,7 +189,9 @@ def train_gesture_model(
     splits = [_split(g.frames, cfg.holdout_fraction) for g in gestures]
     train_sets = [trim_strays(s[0], cfg.stray_factor) for s in splits]
     x, y, w = build_training_set(train_sets, cfg, rng)
-    weights = train_weights(x, y, w, cfg.train)
+    # 2-D keypoints (every z = 0) get the pose embedding among the features (features.py).
+    flat = all(is_flat(s) for s in train_sets)
+    weights = train_weights(x, y, w, cfg.train, FLAT_KINDS if flat else DEFAULT_KINDS)
     timings["train_s"] = time.perf_counter() - t0
 
     report("exporting the TensorFlow Lite model")
