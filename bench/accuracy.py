@@ -182,7 +182,7 @@ def ours(cfg: EngineConfig) -> tuple[Trainer, DupCheck, Callable]:
         return worker_duplicate_check(lite, gestures, frames)
 
     def agree(model: object, lite: LiteModel, frames: Frames, shown_only: bool = False) -> float:
-        float_proba = predict_proba(model.weights, app_view(frames))  # type: ignore[attr-defined]
+        float_proba = predict_proba(model.weights, app_view(frames), model.gate)  # type: ignore[attr-defined]
         return decision_agreement(lite.predict_proba(frames), float_proba, shown_only)
 
     return train, dup, agree

@@ -1,4 +1,5 @@
-"""The shipped pose embedding, its training code, and orientation twins (synthetic hands)."""
+"""The shipped pose embedding, its training code, orientation twins and the 2-D familiarity gate
+(synthetic hands)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import numpy as np
 import pytest
 
 from ghostouch.engine import features, hands, negatives, pose_embedding
-from ghostouch.engine.augment import palm_axes
-from ghostouch.engine.trainer import mirrored
+from ghostouch.engine import gate as gating
+from ghostouch.engine.augment import flatten_depth, palm_axes
+from ghostouch.engine.trainer import GestureFrames, mirrored, train_gesture_model
 from ghostouch.engine.twins import orientation_twins, reoriented
+from ghostouch.engine.verify import LiteModel
 
 NAMES = ("paper", "rock", "scissors", "one", "ok", "call", "thumbs_up", "three")
 
@@ -63,3 +66,19 @@ def test_orientation_twins_are_found_and_swapped_into_each_other() -> None:
     assert negatives.nearest_distance(axes.astype(np.float32), up.astype(np.float32)).max() == pytest.approx(
         0, abs=1e-3
     )
+
+
+def test_2d_models_are_gated_and_say_no_gesture_far_from_their_recordings() -> None:
+    rng = np.random.default_rng(8)
+    names = ("paper", "rock", "scissors", "one")
+    flat = [flatten_depth(hands.generate_recording(n, 100, rng, handedness=1.0)) for n in names]
+    model = train_gesture_model([GestureFrames(n, f) for n, f in zip(names, flat, strict=True)])
+    assert model.gate is not None
+    assert train_gesture_model([GestureFrames(n, hands.generate_recording(n, 100, rng)) for n in names]).gate is None
+    lite = LiteModel.load(model.tflite_uint8)
+    for i, name in enumerate(names):
+        proba = lite.predict_proba(flatten_depth(hands.generate_recording(name, 100, rng, handedness=1.0)))
+        assert np.mean((proba.argmax(axis=1) == i) & (proba.max(axis=1) >= 0.5)) >= 0.8, name
+    stranger = flatten_depth(hands.generate_recording("call", 100, rng, handedness=1.0))
+    assert np.mean(gating.distance(model.gate, features.features(stranger, features.FLAT_KINDS)) > 1.0) >= 0.9
+    assert np.mean(lite.predict_proba(stranger).max(axis=1) >= 0.5) <= 0.1

@@ -19,18 +19,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
 
 from ghostouch.engine.frames import INPUT_MAX, INPUT_MIN, INPUT_SCALE, INPUT_ZERO_POINT, app_view
+from ghostouch.engine.gate import Gate
 from ghostouch.engine.model import Weights, tf_logits
 
 # The apps dequantize the softmax output with this scale (zero point 0), as converted models have it.
 OUTPUT_SCALE = 1.0 / 256.0
 
 
-def _concrete_function(weights: Weights) -> tf.types.experimental.ConcreteFunction:
-    constants = [tf.constant(w) for w in weights]
+def _constants(weights: Weights, gate: Gate | None) -> tuple[list[tf.Tensor], tuple[tf.Tensor, tf.Tensor] | None]:
+    layers = [tf.constant(w) for w in weights]
+    return layers, None if gate is None else (tf.constant(gate.prototypes), tf.constant(gate.inverse_radius))
+
+
+def _concrete_function(weights: Weights, gate: Gate | None = None) -> tf.types.experimental.ConcreteFunction:
+    constants, gate_constants = _constants(weights, gate)
 
     @tf.function(input_signature=[tf.TensorSpec([1, 64], tf.float32, name="landmarks")])
     def serve(x: tf.Tensor) -> tf.Tensor:
-        return tf.nn.softmax(tf_logits(x, constants))
+        return tf.nn.softmax(tf_logits(x, constants, gate_constants))
 
     return serve.get_concrete_function()
 
@@ -81,7 +87,7 @@ def convert_uint8(function: tf.types.experimental.ConcreteFunction, frames: npt.
         return bytes(converter.convert())
 
 
-def export_uint8(weights: Weights) -> bytes:
+def export_uint8(weights: Weights, gate: Gate | None = None) -> bytes:
     """The legacy apps' model: uint8 [1, 64] in, uint8 [1, N] softmax out.
 
     Only its boundary is uint8. Inside, it dequantizes the apps' input exactly as they quantized
@@ -93,12 +99,12 @@ def export_uint8(weights: Weights) -> bytes:
     the graph takes and returns raw uint8 values and the quantization parameters the apps read
     are written into the two tensors afterwards (`_set_quantization`).
     """
-    constants = [tf.constant(w) for w in weights]
+    constants, gate_constants = _constants(weights, gate)
 
     @tf.function(input_signature=[tf.TensorSpec([1, 64], tf.uint8, name="landmarks")])
     def serve(q: tf.Tensor) -> tf.Tensor:
         x = (tf.cast(q, tf.float32) - float(INPUT_ZERO_POINT)) * INPUT_SCALE
-        p = tf.nn.softmax(tf_logits(x, constants))
+        p = tf.nn.softmax(tf_logits(x, constants, gate_constants))
         steps = tf.clip_by_value(tf.round(p / OUTPUT_SCALE), 0.0, 255.0)
         return tf.cast(steps, tf.uint8)
 
@@ -123,9 +129,9 @@ def _set_quantization(content: bytes, inputs: tuple[float, int], outputs: tuple[
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def export_float(weights: Weights) -> bytes:
+def export_float(weights: Weights, gate: Gate | None = None) -> bytes:
     """Float32 [1, 64] in, float32 [1, N] out, int8 weights (for apps that send raw floats)."""
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete_function(weights)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete_function(weights, gate)])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     with _quiet():
         return bytes(converter.convert())

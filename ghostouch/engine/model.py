@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
 
 from ghostouch.engine import features as feats
+from ghostouch.engine import gate as gating
 
 Weights = list[npt.NDArray[np.float32]]
 
@@ -53,9 +54,21 @@ def _mlp(f: tf.Tensor, params: list[tf.Tensor]) -> tf.Tensor:
     return tf.matmul(h, params[-2]) + params[-1]
 
 
-def tf_logits(x: tf.Tensor, weights: list[tf.Tensor]) -> tf.Tensor:
-    """Raw [b, 64] frames -> logits; the features are those the first layer was trained on."""
-    return _mlp(feats.tf_features(x, feats.kinds_for(int(weights[0].shape[0]))), weights)
+def tf_logits(x: tf.Tensor, weights: list[tf.Tensor], gate: tuple[tf.Tensor, tf.Tensor] | None = None) -> tf.Tensor:
+    """Raw [b, 64] frames -> logits; the features are those the first layer was trained on.
+    `gate`: (prototypes, inverse radii) of a `gate.Gate`, which scales the logits towards 0."""
+    f = feats.tf_features(x, feats.kinds_for(int(weights[0].shape[0])))
+    logits = _mlp(f, weights)
+    return logits if gate is None else logits * _tf_gate(f, *gate)
+
+
+def _tf_gate(f: tf.Tensor, prototypes: tf.Tensor, inverse_radius: tf.Tensor) -> tf.Tensor:
+    """[b, 1] factors in (0, 1): about 1 near the prototypes, about 0 beyond the radius."""
+    d = tf.concat([f[:, gating.EMBEDDING], gating.DISTANCE_WEIGHT * f[:, : gating.N_DISTANCES]], axis=1)
+    square = tf.reduce_sum(tf.square(prototypes), axis=1)
+    d2 = tf.reduce_sum(tf.square(d), axis=1, keepdims=True) - 2.0 * tf.matmul(d, prototypes, transpose_b=True) + square
+    scaled = tf.reduce_min(tf.maximum(d2, 0.0) * tf.square(inverse_radius), axis=1, keepdims=True)
+    return tf.sigmoid(gating.SHARPNESS * (1.0 - tf.sqrt(scaled + 1e-12)))
 
 
 def _spec(n_params: int) -> list[tf.TensorSpec]:
@@ -196,19 +209,25 @@ def train_weights(
 
 
 @lru_cache(maxsize=8)
-def _predictor(n_params: int, n_inputs: int) -> Any:
+def _predictor(n_params: int, n_inputs: int, gated: bool) -> Any:
     spec = [tf.TensorSpec([None, 64], tf.float32), tf.TensorSpec([n_inputs, None], tf.float32)]
     spec += [tf.TensorSpec([None, None] if i % 2 == 0 else [None], tf.float32) for i in range(1, n_params)]
+    if gated:
+        spec += [tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.float32)]
 
     @tf.function(input_signature=spec)
-    def predict(x, *weights):  # type: ignore[no-untyped-def]
-        return tf.nn.softmax(tf_logits(x, list(weights)))
+    def predict(x, *arrays):  # type: ignore[no-untyped-def]
+        gate = (arrays[n_params], arrays[n_params + 1]) if gated else None
+        return tf.nn.softmax(tf_logits(x, list(arrays[:n_params]), gate))
 
     return predict
 
 
-def predict_proba(weights: Weights, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+def predict_proba(
+    weights: Weights, x: npt.NDArray[np.float32], gate: gating.Gate | None = None
+) -> npt.NDArray[np.float32]:
     """Float-model softmax probabilities for raw [n, 64] frames."""
-    predict = _predictor(len(weights), int(weights[0].shape[0]))
-    out = predict(tf.constant(x, tf.float32), *[tf.constant(w) for w in weights])
+    predict = _predictor(len(weights), int(weights[0].shape[0]), gate is not None)
+    arrays = [*weights, *([] if gate is None else [gate.prototypes, gate.inverse_radius])]
+    out = predict(tf.constant(x, tf.float32), *[tf.constant(w) for w in arrays])
     return np.asarray(out, dtype=np.float32)

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ghostouch.engine import export, negatives, twins
+from ghostouch.engine import gate as gating
 from ghostouch.engine.augment import AugmentConfig, augment, flatten_depth, is_flat
 from ghostouch.engine.features import DEFAULT_KINDS, FLAT_KINDS
 from ghostouch.engine.frames import HANDEDNESS, app_view
@@ -58,6 +59,9 @@ class EngineConfig:
     # this many times farther than a typical frame's; 0: keep all. Two open-hand frames in a
     # kinivi "Close" recording otherwise made the model show every open hand as Close.
     stray_factor: float = 3.0
+    # Models of 2-D keypoint recordings (3 gestures or more) get the familiarity gate (gate.py).
+    gate_2d: bool = True
+    gate_radius: float = gating.RADIUS  # in spreads of a gesture's augmented copies
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
@@ -73,6 +77,7 @@ class TrainedModel:
     tflite_uint8: bytes
     tflite_float: bytes
     metrics: dict[str, Any]
+    gate: gating.Gate | None = None  # 2-D keypoint models: "no gesture" far from every recording
 
 
 def _split(frames: Frames, fraction: float) -> tuple[Frames, Frames]:
@@ -192,13 +197,14 @@ def train_gesture_model(
     # 2-D keypoints (every z = 0) get the pose embedding among the features (features.py).
     flat = all(is_flat(s) for s in train_sets)
     weights = train_weights(x, y, w, cfg.train, FLAT_KINDS if flat else DEFAULT_KINDS)
+    gate = gating.build(train_sets, rng, cfg.gate_radius) if flat and cfg.gate_2d and len(gestures) >= 3 else None
     timings["train_s"] = time.perf_counter() - t0
 
     report("exporting the TensorFlow Lite model")
     t1 = time.perf_counter()
     recorded = [g.frames for g in gestures]
-    tflite_uint8 = export.export_uint8(weights)
-    tflite_float = export.export_float(weights)
+    tflite_uint8 = export.export_uint8(weights, gate)
+    tflite_float = export.export_float(weights, gate)
     timings["export_s"] = time.perf_counter() - t1
 
     report("verifying the exported model")
@@ -208,7 +214,7 @@ def train_gesture_model(
     # Recorded frames of every gesture, as made with either hand.
     check = _per_gesture_sample(recorded, cfg.check_frames_per_gesture, rng)
     check = np.concatenate([check, mirrored(check)])
-    float_proba = predict_proba(weights, app_view(check))
+    float_proba = predict_proba(weights, app_view(check), gate)
     agree = agreement(lite, check, float_proba)
     if agree < MIN_AGREEMENT:
         raise ModelCheckFailed(
@@ -230,4 +236,4 @@ def train_gesture_model(
         "training_samples": len(x),
         "timings": timings,
     }
-    return TrainedModel(names, weights, tflite_uint8, tflite_float, metrics)
+    return TrainedModel(names, weights, tflite_uint8, tflite_float, metrics, gate)
