@@ -31,7 +31,7 @@ from ghostouch.engine.duplicates import check_duplicate
 from ghostouch.engine.frames import app_view
 from ghostouch.engine.model import predict_proba
 from ghostouch.engine.trainer import EngineConfig, GestureFrames, train_gesture_model
-from ghostouch.engine.verify import LiteModel
+from ghostouch.engine.verify import LiteModel, decisions
 
 Index = npt.NDArray[np.int64]
 Frames = npt.NDArray[np.float32]
@@ -75,13 +75,9 @@ def _where(proba: Frames, labels: list[str]) -> str:
 def decision_agreement(lite: Frames, reference: Frames, shown_only: bool = False) -> float:
     """Share of frames where both models show the same thing: a gesture (top prob >= 0.5), or
     "no gesture". With `shown_only`, among the frames where the reference shows a gesture."""
-
-    def decide(p: Frames) -> npt.NDArray[np.int64]:
-        return np.where(p.max(axis=1) >= 0.5, p.argmax(axis=1), -1)
-
-    same = decide(lite) == decide(reference)
+    same = decisions(lite) == decisions(reference)
     if shown_only:
-        shown = decide(reference) >= 0
+        shown = decisions(reference) >= 0
         return float(np.mean(same[shown])) if np.any(shown) else float("nan")
     return float(np.mean(same))
 
