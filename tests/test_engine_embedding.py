@@ -80,5 +80,20 @@ def test_2d_models_are_gated_and_say_no_gesture_far_from_their_recordings() -> N
         proba = lite.predict_proba(flatten_depth(hands.generate_recording(name, 100, rng, handedness=1.0)))
         assert np.mean((proba.argmax(axis=1) == i) & (proba.max(axis=1) >= 0.5)) >= 0.8, name
     stranger = flatten_depth(hands.generate_recording("call", 100, rng, handedness=1.0))
-    assert np.mean(gating.distance(model.gate, features.features(stranger, features.FLAT_KINDS)) > 1.0) >= 0.9
+    assert np.mean(gating.distance(model.gate, features.features(stranger, gating.KINDS)) > 1.0) >= 0.9
     assert np.mean(lite.predict_proba(stranger).max(axis=1) >= 0.5) <= 0.1
+
+
+def test_2d_models_keep_the_orientation_only_for_orientation_twins() -> None:
+    rng = np.random.default_rng(9)
+    names = ("thumbs_up", "thumbs_down", "paper", "rock")
+    flat = {n: flatten_depth(hands.generate_recording(n, 100, rng, handedness=1.0)) for n in names}
+    model = train_gesture_model([GestureFrames(n, flat[n]) for n in names])
+    assert model.metrics["features"] == list(features.FLAT_KINDS)
+    assert model.metrics["orientation_twins"] == [["thumbs_up", "thumbs_down"]]
+    lite = LiteModel.load(model.tflite_uint8)
+    for i, name in enumerate(names[:2]):
+        proba = lite.predict_proba(flatten_depth(hands.generate_recording(name, 100, rng, handedness=1.0)))
+        assert np.mean((proba.argmax(axis=1) == i) & (proba.max(axis=1) >= 0.5)) >= 0.8, name
+    shapes_only = train_gesture_model([GestureFrames(n, flat[n]) for n in names[1:]])
+    assert shapes_only.metrics["features"] == list(features.FLAT_SHAPE_KINDS)

@@ -44,9 +44,17 @@ def test_palm_keeps_orientation_but_not_hand(frames: np.ndarray) -> None:
 
 
 def test_sizes_match_the_declared_ones(frames: np.ndarray) -> None:
-    for kinds in (("coords",), ("distances",), ("palm",), features.DEFAULT_KINDS, features.FLAT_KINDS):
+    for kinds in (
+        ("coords",),
+        ("distances",),
+        ("palm",),
+        features.DEFAULT_KINDS,
+        features.FLAT_KINDS,
+        features.FLAT_SHAPE_KINDS,
+    ):
         assert features.features(frames, kinds).shape == (len(frames), features.n_features(kinds))
-    assert features.kinds_for(features.n_features(features.FLAT_KINDS)) == features.FLAT_KINDS
+    for kinds in (features.DEFAULT_KINDS, features.FLAT_KINDS, features.FLAT_SHAPE_KINDS):
+        assert features.kinds_for(features.n_features(kinds)) == kinds
 
 
 def test_legacy_export_decides_like_the_trained_model() -> None:

@@ -31,7 +31,10 @@ SHARPNESS = 20.0  # slope of the gate at the radius
 DISTANCE_WEIGHT = 0.1  # of the key-point distances beside the (unit-length) embedding
 MAX_PROTOTYPES = 100  # per gesture
 N_DISTANCES = 55
-EMBEDDING = slice(64, 96)  # in `features.FLAT_KINDS`
+# The 2-D feature sets (`features.FLAT_KINDS`, `features.FLAT_SHAPE_KINDS`) start with the
+# distances and end with the embedding.
+EMBEDDING = slice(-32, None)
+KINDS = ("distances", "embedding")
 
 
 @dataclass(frozen=True)
@@ -41,23 +44,23 @@ class Gate:
 
 
 def describe(flat_features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """[n, 96] `FLAT_KINDS` features -> [n, 87] pose descriptions."""
+    """[n, f] features of a 2-D feature set -> [n, 87] pose descriptions."""
     f = np.asarray(flat_features, np.float32)
     return np.concatenate([f[:, EMBEDDING], DISTANCE_WEIGHT * f[:, :N_DISTANCES]], axis=1)
 
 
 def build(train_sets: list[Frames], rng: np.random.Generator, radius: float = RADIUS) -> Gate:
     """The gate for gestures recorded as 2-D keypoints (the frames the model was trained on)."""
-    from ghostouch.engine.features import FLAT_KINDS, features
+    from ghostouch.engine.features import features
 
     prototypes, inverse = [], []
     for frames in train_sets:
         if len(frames) == 0:
             continue
         keep = frames[rng.permutation(len(frames))[:MAX_PROTOTYPES]]
-        reference = describe(features(keep, FLAT_KINDS))
+        reference = describe(features(keep, KINDS))
         copies = flatten_depth(augment(keep, 4, rng))
-        reach = negatives.nearest_distance(describe(features(copies, FLAT_KINDS)), reference)
+        reach = negatives.nearest_distance(describe(features(copies, KINDS)), reference)
         spread = max(float(np.percentile(reach, 90)), 1e-6)
         prototypes.append(reference)
         inverse.append(np.full(len(reference), 1.0 / (radius * spread), np.float32))

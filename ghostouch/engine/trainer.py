@@ -21,7 +21,7 @@ import numpy.typing as npt
 from ghostouch.engine import export, negatives, twins
 from ghostouch.engine import gate as gating
 from ghostouch.engine.augment import AugmentConfig, augment, flatten_depth, is_flat
-from ghostouch.engine.features import DEFAULT_KINDS, FLAT_KINDS
+from ghostouch.engine.features import DEFAULT_KINDS, FLAT_KINDS, FLAT_SHAPE_KINDS
 from ghostouch.engine.frames import HANDEDNESS, app_view
 from ghostouch.engine.model import TrainConfig, Weights, predict_proba, train_weights
 from ghostouch.engine.verify import LiteModel, ModelCheckFailed, agreement, check_legacy_contract
@@ -129,13 +129,19 @@ def _unknown_poses(train_sets: list[Frames], n: int, cfg: EngineConfig, rng: np.
 
 
 def build_training_set(
-    train_sets: list[Frames], cfg: EngineConfig, rng: np.random.Generator
+    train_sets: list[Frames],
+    cfg: EngineConfig,
+    rng: np.random.Generator,
+    twin_pairs: list[tuple[int, int]] | None = None,
 ) -> tuple[Frames, Frames, Frames]:
-    """Inputs (as the apps deliver them), soft targets and sample weights."""
+    """Inputs (as the apps deliver them), soft targets and sample weights. `twin_pairs`:
+    gestures that differ only by orientation (default: `twins.orientation_twins`)."""
     k = len(train_sets)
     flat = all(is_flat(s) for s in train_sets)
     varied: list[list[Frames]] = [[s] for s in train_sets]  # what the augmentation starts from
-    for i, j in twins.orientation_twins(train_sets) if k >= 2 else []:
+    if twin_pairs is None:
+        twin_pairs = twins.orientation_twins(train_sets) if k >= 2 else []
+    for i, j in twin_pairs:
         varied[i].append(twins.reoriented(train_sets[j], train_sets[i], len(train_sets[i]), rng))
         varied[j].append(twins.reoriented(train_sets[i], train_sets[j], len(train_sets[j]), rng))
     xs, ys, ws = [], [], []
@@ -193,10 +199,12 @@ def train_gesture_model(
     report("training the model")
     splits = [_split(g.frames, cfg.holdout_fraction) for g in gestures]
     train_sets = [trim_strays(s[0], cfg.stray_factor) for s in splits]
-    x, y, w = build_training_set(train_sets, cfg, rng)
+    twin_pairs = twins.orientation_twins(train_sets) if len(train_sets) >= 2 else []
+    x, y, w = build_training_set(train_sets, cfg, rng, twin_pairs)
     # 2-D keypoints (every z = 0) get the pose embedding among the features (features.py).
     flat = all(is_flat(s) for s in train_sets)
-    weights = train_weights(x, y, w, cfg.train, FLAT_KINDS if flat else DEFAULT_KINDS)
+    kinds = (FLAT_KINDS if twin_pairs else FLAT_SHAPE_KINDS) if flat else DEFAULT_KINDS
+    weights = train_weights(x, y, w, cfg.train, kinds)
     gate = gating.build(train_sets, rng, cfg.gate_radius) if flat and cfg.gate_2d and len(gestures) >= 3 else None
     timings["train_s"] = time.perf_counter() - t0
 
@@ -234,6 +242,9 @@ def train_gesture_model(
         "holdout_confusion": {"rows": names, "columns": [*names, "no gesture"], "matrix": matrix},
         "training_frames": {g.name: len(s) for g, s in zip(gestures, train_sets, strict=True)},
         "training_samples": len(x),
+        "features": list(kinds),
+        "orientation_twins": [[names[i], names[j]] for i, j in twin_pairs],
+        "familiarity_gate": gate is not None,
         "timings": timings,
     }
     return TrainedModel(names, weights, tflite_uint8, tflite_float, metrics, gate)
