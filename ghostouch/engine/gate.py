@@ -8,11 +8,10 @@ key-point distances, `describe`), in units of each gesture's spread (how far the
 augmented copies of its frames reach), and scales the logits towards 0 beyond `RADIUS` spreads:
 the softmax then tends to 1/N (below 0.5 from three gestures on), the apps' "no gesture".
 
-It runs inside the exported graph. On the benchmark's 2-D sets (16 repetitions,
-`--config '{"gate_radius": R}'`) it cut never-trained gestures shown as a gesture from 24 to 8 %
-(Libras; new-gesture recall 96 to 94 %) and from 15 to 6 % (kinivi, whose recall paid more: 87 to
-76 %). Radius 1.7 spreads: Libras 15 %, kinivi 9 % shown, recall 95 and 81 %. World-landmark
-models do without: their false accepts are about 2 %.
+It runs inside the exported graph. On the benchmark's 2-D sets (16 repetitions; the radius
+trade-off is in bench/RESULTS.md) it cut never-trained gestures shown as a gesture from 28 to 9 %
+(Libras; new-gesture recall 97 to 95 %) and from 16 to 6 % (kinivi, whose recall paid more: 88 to
+77 %). World-landmark models do without: their false accepts are about 2 %.
 """
 
 from __future__ import annotations

@@ -9,11 +9,14 @@ orientation, landmark noise and, for half of the pairs, a flattening of both vie
 so that different poses land apart (contrastive NT-Xent loss over the batch).
 
 It is trained once, from `hands.py` only (no recordings), and shipped as `pose_embedding.npz`
-beside this module; `python -m ghostouch.engine.pose_embedding` retrains it (about 4 minutes on
-two cores). The exported models compute it in their graph, beside the distances themselves.
-On the accuracy benchmark it raised the 2-D Libras set's new-gesture recall from 94 to 98 %
-and its old-gesture accuracy from 93 to 97 %, and cut never-trained gestures shown as a gesture
-from 29 to 16 % (kinivi: 48 to 28 %); see bench/RESULTS.md.
+beside this module; `python -m ghostouch.engine.pose_embedding` retrains it with the settings of
+the shipped file (about 2 minutes on two cores). Models of 2-D keypoint recordings compute it in
+their graph, beside the distances themselves (features.py). On the accuracy benchmark (8
+repetitions, before the familiarity gate of gate.py existed) it raised the 2-D Libras set's
+new-gesture recall from 94 to 96-98 % and its old-gesture accuracy from 93 to 97 %, and cut
+never-trained gestures shown as a gesture from 29 to 15-16 % (kinivi: 48 to 28-34 %), depending
+on the embedding's training seed. Views 8 deg apart (rather than 3) made kinivi's false accepts
+lower and kept synthetic "rock on" hands from passing for "one".
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ N_INPUTS = 55
 DIMENSIONS = 32
 HIDDEN = (256, 256)
 # SD of the joint-angle difference between the two views of a pose, degrees.
-JITTER_DEG = 3.0
+JITTER_DEG = 8.0
 Array = npt.NDArray[np.float32]
 
 
@@ -165,7 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Retrain the shipped pose embedding from synthetic hands.")
     parser.add_argument("--pairs", type=int, default=1_000_000)
     parser.add_argument("--steps", type=int, default=12_000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jitter", type=float, default=JITTER_DEG, help="joint-angle SD between views")
     parser.add_argument("--out", type=Path, default=WEIGHTS)
     args = parser.parse_args()
