@@ -19,7 +19,9 @@ of its landmarks from their mean), computed from the normalized landmarks of `co
   which brings the same pose seen from other angles back together, where flattening makes the
   distances themselves depend on the angle. World landmarks do not need it: on the 3-D
   benchmark set nothing changed, and on synthetic hands of other people it cost recall (a fist
-  recognized 69 instead of 90 % of the time), because it tells finer shape differences apart.
+  recognized 69 instead of 79 % of the time, in the setting of
+  tests/test_engine_training.py::test_other_people_mostly_recognized), because it tells finer
+  shape differences apart.
 
 Experiments can also ask for `coords` (63): landmarks with left hands mirrored, centred and
 divided by their RMS (`frames.normalize`), the features of earlier engines.
