@@ -117,3 +117,40 @@ def test_android_flow_on_real_recordings(service: Service, shared_data: Path) ->
     )
     dup, _ = poll_like_android(service.url, r.json()["task_id"])
     assert dup["status"] == "DUPLICATE" and dup["error_detail"]["duplicate"]["existing_gesture"] == "paper"
+
+
+def test_2d_keypoints_through_the_api(service: Service, shared_data: Path, tmp_path: Path) -> None:
+    """As the issue's outside check does it: a 2-D keypoint base (Libras S, C, 1; frames centred on
+    landmark 9, 0.09 m extent, z = 0) imported with `ghostouch base import`, N taught from one
+    window of 100 frames, the downloaded model run on frames far from every training window."""
+    from bench.datasets import load_keypoints
+
+    libras = load_keypoints("tradulibras-libras", shared_data)
+    base = {name: libras.frames[name][:200] for name in ("S", "C", "1")}
+    csv = tmp_path / "libras_base.csv"
+    lines = ["label," + ",".join(str(i) for i in range(64))]
+    lines += [f"{name}," + ",".join(repr(float(v)) for v in row) for name, rows in base.items() for row in rows]
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    done = service.cli("base", "import", str(csv), "--code", "libras_base")
+    assert done.returncode == 0, done.stderr
+    body, model = train_and_download(service, "libras_base", "N", libras.frames["N"][:100].tolist())
+    label_map = body["result"]["label_map"]
+    assert sorted(label_map) == ["1", "C", "N", "S"] and label_map["N"] == 3
+    shown = {}
+    for name, i in label_map.items():
+        far = libras.frames[name][300:]
+        proba = model.predict_proba(far)
+        shown[name] = float(np.mean((proba.argmax(axis=1) == i) & (proba.max(axis=1) >= 0.5)))
+    unknown = model.predict_proba(libras.frames["B"])
+    false_accept = float(np.mean(unknown.max(axis=1) >= 0.5))
+    print(f"2-D flow: recognized {shown}; never-trained B shown as a gesture {false_accept:.1%}")
+    assert min(shown[name] for name in ("S", "C", "1")) >= 0.9, shown  # measured 0.99-1.0
+    assert shown["N"] >= 0.75, shown  # measured 0.83: N's later frames drift from its window
+    assert false_accept <= 0.1
+    # A block of S recorded apart from the base window, posted under a new name.
+    r = httpx.post(
+        f"{service.url}/train",
+        json={"model_code": "libras_base", "gesture": "ess", "landmarks": libras.frames["S"][600:700].tolist()},
+    )
+    dup, _ = poll_like_android(service.url, r.json()["task_id"])
+    assert dup["status"] == "DUPLICATE" and dup["error_detail"]["duplicate"]["existing_gesture"] == "S"
