@@ -31,7 +31,6 @@ class AugmentConfig:
     pitch_deg: float = 40.0  # tilting towards / away from the camera
     yaw_deg: float = 40.0  # turning the palm left / right
     finger_length_jitter: float = 0.08  # relative, per finger
-    bone_length_jitter: float = 0.0  # relative, per bone (other people's proportions)
     depth_scale_jitter: float = 0.25  # MediaPipe's z is the least reliable axis
     # Making a pose again, people bend each joint differently by about 8 deg (SD); a recording
     # drifts far less. Uniform +-15 deg has that SD; finger *changes* in negatives.py are 40+.
@@ -188,8 +187,6 @@ def augment(
     bones = _rodrigues(bones, axes, angles)
     jitter = cfg.finger_length_jitter
     bones *= 1.0 + rng.uniform(-jitter, jitter, (n, 5, 1, 1))
-    if cfg.bone_length_jitter:
-        bones *= 1.0 + rng.uniform(-cfg.bone_length_jitter, cfg.bone_length_jitter, (n, 5, 3, 1))
     pts[:, _CHAINS[:, 1:]] = chain[:, :, :1] + np.cumsum(bones, axis=2)
     centre = pts.mean(axis=1, keepdims=True)
     pts = pts - centre

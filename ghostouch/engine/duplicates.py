@@ -67,8 +67,7 @@ def spread_ratio(new: Frames, gesture: Frames, seed: int = 0) -> float:
     how far `gesture`'s augmented copies lie from its frames (`negatives.shape_spread`)."""
     if len(gesture) == 0 or len(new) == 0:
         return float("inf")
-    reference, spread = negatives.shape_spread(gesture, seed)
-    return float(np.median(negatives.shape_distance(negatives.shape(new), reference))) / spread
+    return negatives.spread_ratio(negatives.shape(new), negatives.shape_spread(gesture, seed))
 
 
 def check_duplicate(

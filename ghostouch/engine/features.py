@@ -26,13 +26,12 @@ of its landmarks from their mean), computed from the normalized landmarks of `co
 Experiments can also ask for `coords` (63): landmarks with left hands mirrored, centred and
 divided by their RMS (`frames.normalize`), the features of earlier engines.
 
-The graph is small and int8-friendly, because every op costs converter time on each export
-(about 10 ms for the two exports) and quantization error in the legacy uint8 model: landmark
-differences are products with constant matrices of 0 and ±1 (exact in int8), sizes are
-normalized before distances are squared (squares of raw metres lose the small distances; so
-did normalizing by the palm's size, whose range varies more), and no op is fed by
-`ones_like` (a concat with it crashes the TF 2.21 converter).
-tests/test_engine_features.py checks the exported features against the float ones.
+The graph is small, because every op costs converter time on each export (about 10 ms for the
+two exports) and stays int8-friendly for the float variant's int8 weights: landmark differences
+are products with constant matrices of 0 and ±1, sizes are normalized before distances are
+squared, and no op is fed by `ones_like` (a concat with it crashes the TF 2.21 converter). The
+legacy uint8 model computes them in float32 (export.py); tests/test_engine_features.py checks
+that it gives the trained model's probabilities.
 """
 
 from __future__ import annotations

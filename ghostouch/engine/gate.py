@@ -22,17 +22,17 @@ import numpy as np
 import numpy.typing as npt
 
 from ghostouch.engine import negatives
-from ghostouch.engine.augment import augment, flatten_depth
+from ghostouch.engine.features import SIZES, features
 
 Frames = npt.NDArray[np.float32]
 RADIUS = 1.5  # spreads
 SHARPNESS = 20.0  # slope of the gate at the radius
 DISTANCE_WEIGHT = 0.1  # of the key-point distances beside the (unit-length) embedding
 MAX_PROTOTYPES = 100  # per gesture
-N_DISTANCES = 55
+N_DISTANCES = SIZES["distances"]
 # The 2-D feature sets (`features.FLAT_KINDS`, `features.FLAT_SHAPE_KINDS`) start with the
 # distances and end with the embedding.
-EMBEDDING = slice(-32, None)
+EMBEDDING = slice(-SIZES["embedding"], None)
 KINDS = ("distances", "embedding")
 
 
@@ -50,17 +50,12 @@ def describe(flat_features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 def build(train_sets: list[Frames], rng: np.random.Generator, radius: float = RADIUS) -> Gate:
     """The gate for gestures recorded as 2-D keypoints (the frames the model was trained on)."""
-    from ghostouch.engine.features import features
-
     prototypes, inverse = [], []
     for frames in train_sets:
         if len(frames) == 0:
             continue
         keep = frames[rng.permutation(len(frames))[:MAX_PROTOTYPES]]
-        reference = describe(features(keep, KINDS))
-        copies = flatten_depth(augment(keep, 4, rng))
-        reach = negatives.nearest_distance(describe(features(copies, KINDS)), reference)
-        spread = max(float(np.percentile(reach, 90)), 1e-6)
+        reference, spread = negatives.augmented_spread(keep, lambda f: describe(features(f, KINDS)), rng, 1)
         prototypes.append(reference)
         inverse.append(np.full(len(reference), 1.0 / (radius * spread), np.float32))
     return Gate(np.concatenate(prototypes).astype(np.float32), np.concatenate(inverse).astype(np.float32))

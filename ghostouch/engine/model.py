@@ -15,7 +15,7 @@ features recomputed every step) took 3-5 s.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
 from typing import Any
@@ -39,11 +39,7 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 1e-2
     weight_decay: float = 3e-4
-    # Gaussian noise on the standardized features of every batch (an experiment to make the
-    # uint8 model agree more; it made the 2-D benchmark data much worse, so it is off).
-    feature_noise: float = 0.0
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _mlp(f: tf.Tensor, params: list[tf.Tensor]) -> tf.Tensor:
@@ -165,9 +161,8 @@ def train_weights(
     global USE_XLA
     f = np.asarray(_feature_graph(kinds)(tf.constant(x, tf.float32)))
     mean = f.mean(axis=0)
-    # Features that hardly vary in the training set (z of 2-D keypoints, say) carry nothing the
-    # uint8 model could resolve (its steps are about 0.03 feature units): they are switched off
-    # rather than scaled up, which would blow their quantization noise up into the decision.
+    # Features that hardly vary in the training set (palm z of 2-D keypoints, say) carry only
+    # noise: they are switched off rather than scaled up into the decision.
     spread = f.std(axis=0)
     std = np.maximum(spread, MIN_FEATURE_STD)
     f = (f - mean) / std
@@ -181,11 +176,8 @@ def train_weights(
     p /= p.sum()
     batches = rng.choice(len(x), size=(config.steps, config.batch_size), p=p)
     start = init_weights(f.shape[1], k, config)
-    batch_features = f[batches]
-    if config.feature_noise > 0:  # (drawn here: random ops inside the XLA loop are slow)
-        batch_features += rng.normal(0.0, config.feature_noise, batch_features.shape)
     args = (
-        tf.constant(batch_features, tf.float32),
+        tf.constant(f[batches], tf.float32),
         tf.constant(padded[batches]),
         tf.constant(offsets),
         tf.constant(config.learning_rate, tf.float32),

@@ -10,6 +10,8 @@ contradict a real gesture.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
@@ -154,16 +156,33 @@ def far_from(
     return candidates[nearest_distance(shape(candidates), ref) >= min_distance]
 
 
-def shape_spread(frames: npt.NDArray[np.float32], seed: int = 0) -> tuple[npt.NDArray[np.float32], float]:
-    """The frames' hand shapes, and how far the engine's augmented copies of them (other angles,
+Description = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
+Spread = tuple[npt.NDArray[np.float32], float]  # a recording's descriptions, and its spread
+
+
+def augmented_spread(
+    frames: npt.NDArray[np.float32], describe: Description, rng: np.random.Generator, neighbours: int
+) -> Spread:
+    """The frames' descriptions, and how far the engine's augmented copies of them (other angles,
     bends, finger lengths, noise; flattened like the frames when those are 2-D keypoints) lie from
-    them: the 90th percentile of the copies' `shape_distance` to the frames."""
-    copies = augment(frames, SPREAD_COPIES, np.random.default_rng(seed))
+    them: the 90th percentile of the copies' distance to their `neighbours`-th nearest frame."""
+    copies = augment(frames, SPREAD_COPIES, rng)
     if is_flat(frames):
         copies = flatten_depth(copies)
-    reference = shape(frames)
-    spread = float(np.percentile(shape_distance(shape(copies), reference), 90))
+    reference = describe(frames)
+    spread = float(np.percentile(kth_nearest_distance(describe(copies), reference, neighbours), 90))
     return reference, max(spread, 1e-6)
+
+
+def shape_spread(frames: npt.NDArray[np.float32], seed: int = 0) -> Spread:
+    """`augmented_spread` in hand-shape space (`shape`, `shape_distance`)."""
+    return augmented_spread(frames, shape, np.random.default_rng(seed), SPREAD_NEIGHBOURS)
+
+
+def spread_ratio(shapes: npt.NDArray[np.float32], recording: Spread) -> float:
+    """Median `shape_distance` of hand shapes to a recording, in units of its `shape_spread`."""
+    reference, spread = recording
+    return float(np.median(shape_distance(shapes, reference))) / spread
 
 
 def shape_distance(shapes: npt.NDArray[np.float32], reference: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

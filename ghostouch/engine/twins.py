@@ -31,8 +31,8 @@ def orientation_twins(sets: list[Frames], max_ratio: float = MAX_TWIN_RATIO) -> 
             second = spreads[j]
             if first is None or second is None:
                 continue
-            to_first = np.median(negatives.shape_distance(second[0], first[0])) / first[1]
-            to_second = np.median(negatives.shape_distance(first[0], second[0])) / second[1]
+            to_first = negatives.spread_ratio(second[0], first)
+            to_second = negatives.spread_ratio(first[0], second)
             if max(to_first, to_second) <= max_ratio:
                 pairs.append((i, j))
     return pairs
