@@ -32,6 +32,16 @@ def train_and_download(
     return body, model
 
 
+def import_base(service: Service, data: dict[str, np.ndarray], code: str, folder: Path) -> None:
+    """`ghostouch base import` of a CSV (label, then the 64 values) holding `data`."""
+    csv = folder / f"{code}.csv"
+    lines = ["label," + ",".join(str(i) for i in range(64))]
+    lines += [f"{name}," + ",".join(repr(float(v)) for v in row) for name, rows in data.items() for row in rows]
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    done = service.cli("base", "import", str(csv), "--code", code)
+    assert done.returncode == 0, done.stderr
+
+
 def accuracy(model: LiteModel, frames: np.ndarray, index: int) -> float:
     return float(np.mean(np.argmax(model.predict_proba(frames), axis=1) == index))
 
@@ -67,6 +77,26 @@ def test_a_rerecorded_base_gesture_is_a_duplicate(service: Service) -> None:
     assert body["status"] == "DUPLICATE" and "'rock'" in body["error_info"]
     assert body["error_detail"]["duplicate"]["existing_gesture"] == "rock"
     assert body["error_detail"]["duplicate"]["similarity"] >= 0.6
+
+
+def test_the_duplicate_check_compares_with_every_stored_frame(service: Service, tmp_path: Path) -> None:
+    """A base gesture recorded beyond the training cap (the worker trains on a gesture's newest
+    400 frames): a new recording like its older frames is still a duplicate of it."""
+    rng = np.random.default_rng(23)
+    older, newer = hands.generate_recording("four", 300, rng), hands.generate_recording("paper", 400, rng)
+    base = {name: hands.generate_recording(name, 150, rng) for name in ("rock", "scissors")}
+    import_base(service, {"paper": np.concatenate([older, newer]), **base}, "long_paper", tmp_path)
+    r = httpx.post(
+        f"{service.url}/train",
+        json={
+            "model_code": "long_paper",
+            "gesture": "four",
+            "landmarks": hands.generate_recording("four", 100, rng).tolist(),
+        },
+    )
+    body, _ = poll_like_android(service.url, r.json()["task_id"])
+    assert body["status"] == "DUPLICATE", body
+    assert body["error_detail"]["duplicate"]["existing_gesture"] == "paper"
 
 
 def paper_copies(shared_data: Path, frames: np.ndarray) -> np.ndarray:
@@ -126,13 +156,7 @@ def test_2d_keypoints_through_the_api(service: Service, shared_data: Path, tmp_p
     from bench.datasets import load_keypoints
 
     libras = load_keypoints("tradulibras-libras", shared_data)
-    base = {name: libras.frames[name][:200] for name in ("S", "C", "1")}
-    csv = tmp_path / "libras_base.csv"
-    lines = ["label," + ",".join(str(i) for i in range(64))]
-    lines += [f"{name}," + ",".join(repr(float(v)) for v in row) for name, rows in base.items() for row in rows]
-    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    done = service.cli("base", "import", str(csv), "--code", "libras_base")
-    assert done.returncode == 0, done.stderr
+    import_base(service, {name: libras.frames[name][:200] for name in ("S", "C", "1")}, "libras_base", tmp_path)
     body, model = train_and_download(service, "libras_base", "N", libras.frames["N"][:100].tolist())
     label_map = body["result"]["label_map"]
     assert sorted(label_map) == ["1", "C", "N", "S"] and label_map["N"] == 3

@@ -171,3 +171,9 @@ def test_a_pose_trained_twice_under_two_names_still_passes_verification() -> Non
     gestures = [*recordings(BASE, 41), *again]
     model = train_gesture_model(gestures)
     assert model.metrics["uint8_agreement"] >= 0.99
+
+
+def test_a_gesture_without_frames_is_refused_by_name() -> None:
+    frames = hands.generate_recording("rock", 40, np.random.default_rng(3))
+    with pytest.raises(ValueError, match="without frames: paper"):
+        train_gesture_model([GestureFrames("rock", frames), GestureFrames("paper", frames[:0])])

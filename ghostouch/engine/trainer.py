@@ -192,6 +192,9 @@ def train_gesture_model(
     report = progress or (lambda _step: None)
     if not gestures:
         raise ValueError("a model needs at least one gesture")
+    empty = [g.name for g in gestures if len(g.frames) == 0]
+    if empty:
+        raise ValueError(f"gestures without frames: {', '.join(empty)}")
     rng = np.random.default_rng(cfg.seed)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

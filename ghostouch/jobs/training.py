@@ -171,7 +171,10 @@ def _plan_train(ctx: WorkerContext, job: dict[str, Any], parent: repo.ModelInfo,
     duplicate: dict[str, Any] | None = None
     if not job["options"].get("allow_duplicate"):
         step("checking for duplicate gestures")
-        duplicate = _duplicate_check(ctx, parent, gesture, new_frames, {t.name: t.frames for t in training})
+        # Every stored frame of the parent's gestures, not only the newest ones the child trains on:
+        # a base imported from long recordings covers more than its last frames show.
+        known = {g.name: repo.load_sample_sets(ctx.db_url, ctx.store, g.sample_refs) for g in parent.gestures}
+        duplicate = _duplicate_check(ctx, parent, gesture, new_frames, known)
         if duplicate["is_duplicate"]:
             repo.set_job(
                 ctx.db_url,
