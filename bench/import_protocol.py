@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from bench.accuracy import Gestures, Tally, baseline, ours, parse_config, recognized, table
+from bench.accuracy import Gestures, Tally, baseline, ours, parse_config, ratios, recognized, table
 from bench.datasets import GAP, NEW_WINDOW, Dataset, _windows, load_keypoints
 from ghostouch.config import Settings
 
@@ -123,7 +123,7 @@ def main() -> None:
             results[(f"{name} (2d)", system_name)] = tally.row()
             print(f"[{name}] {system_name}: {tally.row()} ({time.perf_counter() - t0:.0f} s)", flush=True)
     columns = "new recall, old acc, unknown FA, dup TP, dup FP, s/incr"
-    summary = table(results).replace(" nan % |", " - |")
+    summary = table(results).replace(" nan % |", " - |") + "\n\n" + ratios(results).replace("nanx", "n/a")
     print("\n" + summary)
     if args.write:
         command = "`.venv/bin/python -m bench.import_protocol " + " ".join(sys.argv[1:]) + "`"
