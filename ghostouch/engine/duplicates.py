@@ -22,6 +22,7 @@ overlapped (0.1-0.7 against 0.4-1.0).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,15 +75,15 @@ def check_duplicate(
     parent: LiteModel,
     labels: list[str],
     frames: Frames,
-    known: dict[str, Frames] | None = None,
+    known: Mapping[str, Frames] | None = None,
     ignore: str | None = None,
     share: float = DUPLICATE_SHARE,
     max_spread_ratio: float = MAX_SPREAD_RATIO,
 ) -> DuplicateVerdict:
     """Compare the new frames with the parent's gestures (all but `ignore`, a refined gesture).
 
-    `known` holds the parent gestures' recorded frames; without it only the parent model's
-    opinion counts (question 1 of the module docstring).
+    `known` holds the parent gestures' recorded frames (only the closest gesture's are read);
+    without it only the parent model's opinion counts (question 1 of the module docstring).
     """
     proba = parent.predict_proba(frames)[:, : len(labels)]
     top = np.argmax(proba, axis=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,8 +120,27 @@ class StepClock:
         self._name, self._start = name, now
 
 
+class StoredFrames(Mapping[str, np.ndarray]):
+    """Every stored frame of each of the parent's gestures, loaded when read. The duplicate check
+    compares with all of them, not only the newest ones the child trains on: a base imported from
+    long recordings covers more than its last frames show. It reads one gesture's."""
+
+    def __init__(self, ctx: WorkerContext, gestures: list[repo.GestureInfo]) -> None:
+        self._ctx = ctx
+        self._refs = {g.name: list(g.sample_refs) for g in gestures}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return repo.load_sample_sets(self._ctx.db_url, self._ctx.store, self._refs[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+
 def _duplicate_check(
-    ctx: WorkerContext, parent: repo.ModelInfo, gesture: str, new_frames: np.ndarray, known: dict[str, np.ndarray]
+    ctx: WorkerContext, parent: repo.ModelInfo, gesture: str, new_frames: np.ndarray, known: Mapping[str, np.ndarray]
 ) -> dict[str, Any]:
     """Scores of the new frames against the parent's gestures (engine/duplicates.py): the parent
     model as the phone runs it, then the hand shape against the recorded frames of `known`."""
@@ -171,10 +191,7 @@ def _plan_train(ctx: WorkerContext, job: dict[str, Any], parent: repo.ModelInfo,
     duplicate: dict[str, Any] | None = None
     if not job["options"].get("allow_duplicate"):
         step("checking for duplicate gestures")
-        # Every stored frame of the parent's gestures, not only the newest ones the child trains on:
-        # a base imported from long recordings covers more than its last frames show.
-        known = {g.name: repo.load_sample_sets(ctx.db_url, ctx.store, g.sample_refs) for g in parent.gestures}
-        duplicate = _duplicate_check(ctx, parent, gesture, new_frames, known)
+        duplicate = _duplicate_check(ctx, parent, gesture, new_frames, StoredFrames(ctx, parent.gestures))
         if duplicate["is_duplicate"]:
             repo.set_job(
                 ctx.db_url,
