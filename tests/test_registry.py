@@ -158,3 +158,37 @@ def test_model_codes_are_unguessable_and_path_safe() -> None:
     codes = {repo.new_code() for _ in range(1000)}
     assert len(codes) == 1000 and all(repo.is_valid_code(c) and len(c) >= 16 for c in codes)
     assert not repo.is_valid_code("../x") and not repo.is_valid_code("a/b") and not repo.is_valid_code("")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_first_migrations_of_processes_starting_together(kind: str, tmp_path: Path) -> None:
+    """An API and workers started at once on a new database each migrate it; one at a time wins,
+    the others find it up to date (PostgreSQL once failed with a duplicate alembic_version)."""
+    import subprocess
+    import sys
+    import time
+
+    gen = None
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'registry.sqlite3'}"
+    else:
+        gen = _postgres_url()
+        url = next(gen)
+    start_at = time.time() + 4.0  # every process imports first, then all migrate at this moment
+    script = (
+        "import sys, time\n"
+        "from ghostouch.registry.db import migrate\n"
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+        "migrate(sys.argv[1])\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, url, str(start_at)], stderr=subprocess.PIPE, text=True)
+        for _ in range(8)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    try:
+        assert [p.returncode for p in procs] == [0] * 8, errors
+        assert repo.get_model(url, "base_v1") is None
+    finally:
+        if gen is not None:
+            next(gen, None)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -36,15 +36,39 @@ def get_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+# PostgreSQL advisory lock held by the transaction that migrates: processes that start together
+# on a new database (an API and its workers) migrate one after the other instead of all creating
+# the same tables.
+MIGRATION_LOCK_ID = 0x67686F73  # "ghos"
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def migrate(url: str) -> None:
-    """Bring the database at `url` to the newest schema (idempotent)."""
+    """Bring the database at `url` to the newest schema (idempotent; safe for processes that
+    start together: PostgreSQL migrations take an advisory lock, SQLite ones a file lock)."""
     from alembic import command  # imported here: Alembic is only needed once per process
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     engine = get_engine(url)
-    with engine.begin() as connection:
+    path = url.split("///", 1)[-1] if url.startswith("sqlite") else ""
+    lock = _file_lock(Path(path + ".migrate-lock")) if path and path != ":memory:" else nullcontext()
+    with lock, engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
 
