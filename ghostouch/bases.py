@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy.exc import IntegrityError
 
 from ghostouch.config import Settings
 from ghostouch.engine.frames import FRAME_SIZE, FrameError, frame_problem
@@ -111,16 +112,25 @@ def synthetic_base_data(seed: int = 1) -> dict[str, np.ndarray]:
 
 def ensure_base(settings: Settings) -> bool:
     """Provision the synthetic `base_v1` when the registry has none; True when it was created."""
-    if repo.get_model(settings.resolved_database_url, BASE_CODE) is not None:
+    db_url = settings.resolved_database_url
+    if repo.get_model(db_url, BASE_CODE) is not None:
         return False
     log.info("provisioning %s from the synthetic hand generator", BASE_CODE)
-    create_base(
-        settings,
-        BASE_CODE,
-        synthetic_base_data(),
-        list(BASE_V1_LABELS),
-        "synthetic paper/rock/scissors from the kinematic hand generator",
-    )
+    try:
+        create_base(
+            settings,
+            BASE_CODE,
+            synthetic_base_data(),
+            list(BASE_V1_LABELS),
+            "synthetic paper/rock/scissors from the kinematic hand generator",
+        )
+    except (ValueError, IntegrityError):
+        # Workers starting together on a new registry all provision it; the first to publish
+        # wins (its files and row stay), the others find its version and keep it.
+        if repo.get_model(db_url, BASE_CODE) is None:
+            raise
+        log.info("%s was provisioned by another process meanwhile", BASE_CODE)
+        return False
     return True
 
 

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from ghostouch.engine import hands
-from tests.conftest import Service, free_port, poll_like_android, service_env
+from tests.conftest import Service, free_port, poll_like_android, service_env, wait_until
 from tests.gcs_fixtures import Emulator, ServiceAccount
 from tests.test_registry import _postgres_url
 
@@ -94,6 +94,8 @@ def test_parallel_trainings_on_one_parent_make_two_children(
     start_worker(svc, shared, "worker_b", tmp_path / "scratch-b")
     svc.start_api()
     svc.wait_ready(180)
+    # Both workers started on a new database and provisioned base_v1 at the same time: both live.
+    wait_until(lambda: httpx.get(f"{svc.url}/readyz").json()["checks"]["workers"] == 2, 60, "a worker died")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda args: submit(svc, "base_v1", *args), [("call", 3), ("ok", 4)]))
     codes = {r["result"]["model_code"] for r in results}
