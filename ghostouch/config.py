@@ -7,6 +7,7 @@ The Firebase variables keep the names the original deployment used (`FIREBASE_CR
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -87,11 +88,20 @@ class Settings(BaseSettings):
             return hashlib.sha256(self.signing_secret.encode()).digest()
         path = self.data_dir / "signing.key"
         if not path.exists():
+            # Processes starting together on a new data directory each write a key of their own
+            # and try to link it into place; the first link wins and every process reads that one.
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_name(f"signing.key.{os.getpid()}-{secrets.token_hex(4)}.tmp")
             tmp.write_text(secrets.token_hex(32))
             tmp.chmod(0o600)
-            tmp.replace(path)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links: the last writer wins
+                tmp.replace(path)
+            finally:
+                tmp.unlink(missing_ok=True)
         return bytes.fromhex(path.read_text().strip())
 
     def storage_settings(self) -> StorageSettings:
