@@ -217,3 +217,20 @@ def poll_like_android(url: str, task_id: str, interval: float = 0.2, timeout: fl
             return body, seen
         time.sleep(interval)
     raise AssertionError(f"job {task_id} did not finish in {timeout} s; seen {seen[-5:]}")
+
+
+def run_together(setup: str, action: str, args: list[str], processes: int = 8, delay: float = 3.0) -> list[str]:
+    """Run `action` in `processes` Python processes at the same moment, each after its own
+    `setup` (imports); `args` are their sys.argv[1:]. Returns each one's stdout; every process
+    must exit 0."""
+    start_at = time.time() + delay  # every process sets up first, then all act at this moment
+    script = f"import sys, time\n{setup}\ntime.sleep(max(0.0, {start_at} - time.time()))\n{action}\n"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(processes)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * processes, [err for _, err in outputs]
+    return [out for out, _ in outputs]

@@ -13,7 +13,7 @@ import pytest
 from ghostouch.registry import repo
 from ghostouch.registry.db import get_engine, migrate, session_scope
 from ghostouch.storage import LocalObjectStore
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, run_together
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -164,30 +164,14 @@ def test_model_codes_are_unguessable_and_path_safe() -> None:
 def test_first_migrations_of_processes_starting_together(kind: str, tmp_path: Path) -> None:
     """An API and workers started at once on a new database each migrate it; one at a time wins,
     the others find it up to date (PostgreSQL once failed with a duplicate alembic_version)."""
-    import subprocess
-    import sys
-    import time
-
     gen = None
     if kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'registry.sqlite3'}"
     else:
         gen = _postgres_url()
         url = next(gen)
-    start_at = time.time() + 4.0  # every process imports first, then all migrate at this moment
-    script = (
-        "import sys, time\n"
-        "from ghostouch.registry.db import migrate\n"
-        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
-        "migrate(sys.argv[1])\n"
-    )
-    procs = [
-        subprocess.Popen([sys.executable, "-c", script, url, str(start_at)], stderr=subprocess.PIPE, text=True)
-        for _ in range(8)
-    ]
-    errors = [p.communicate(timeout=120)[1] for p in procs]
     try:
-        assert [p.returncode for p in procs] == [0] * 8, errors
+        run_together("from ghostouch.registry.db import migrate", "migrate(sys.argv[1])", [url], delay=4.0)
         assert repo.get_model(url, "base_v1") is None
     finally:
         if gen is not None:
