@@ -19,10 +19,14 @@ repetitions: 94.9 % and 8.2 %; at 1.5, 95.7 % and 9.7 %).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf
 
 from ghostouch.engine import negatives
 from ghostouch.engine.features import SIZES, features
@@ -45,18 +49,35 @@ class Gate:
     inverse_radius: npt.NDArray[np.float32]  # [m] 1 / (RADIUS * spread of the prototype's gesture)
 
 
+def tf_describe(f: tf.Tensor) -> tf.Tensor:
+    """[b, f] features of a 2-D feature set -> [b, 87] pose descriptions."""
+    return tf.concat([f[:, EMBEDDING], DISTANCE_WEIGHT * f[:, :N_DISTANCES]], axis=1)
+
+
+def tf_distance(f: tf.Tensor, prototypes: tf.Tensor, inverse_radius: tf.Tensor) -> tf.Tensor:
+    """[b, 1] distance of each frame's description to the nearest prototype, in units of
+    RADIUS spreads of that prototype's gesture."""
+    d = tf_describe(f)
+    square = tf.reduce_sum(tf.square(prototypes), axis=1)
+    d2 = tf.reduce_sum(tf.square(d), axis=1, keepdims=True) - 2.0 * tf.matmul(d, prototypes, transpose_b=True) + square
+    return tf.sqrt(tf.reduce_min(tf.maximum(d2, 0.0) * tf.square(inverse_radius), axis=1, keepdims=True) + 1e-12)
+
+
+def tf_factor(f: tf.Tensor, prototypes: tf.Tensor, inverse_radius: tf.Tensor) -> tf.Tensor:
+    """[b, 1] factors for the logits, in (0, 1): about 1 near the prototypes, about 0 beyond
+    the radius (inside the exported graphs, `model.tf_logits`)."""
+    return tf.sigmoid(SHARPNESS * (1.0 - tf_distance(f, prototypes, inverse_radius)))
+
+
 def describe(flat_features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """[n, f] features of a 2-D feature set -> [n, 87] pose descriptions."""
-    f = np.asarray(flat_features, np.float32)
-    return np.concatenate([f[:, EMBEDDING], DISTANCE_WEIGHT * f[:, :N_DISTANCES]], axis=1)
+    """NumPy front-end of `tf_describe`."""
+    return np.asarray(tf_describe(tf.constant(np.asarray(flat_features, np.float32))), np.float32)
 
 
 def build(train_sets: list[Frames], rng: np.random.Generator, radius: float = RADIUS) -> Gate:
     """The gate for gestures recorded as 2-D keypoints (the frames the model was trained on)."""
     prototypes, inverse = [], []
     for frames in train_sets:
-        if len(frames) == 0:
-            continue
         keep = frames[rng.permutation(len(frames))[:MAX_PROTOTYPES]]
         reference, spread = negatives.augmented_spread(keep, lambda f: describe(features(f, KINDS)), rng, 1)
         prototypes.append(reference)
@@ -65,7 +86,6 @@ def build(train_sets: list[Frames], rng: np.random.Generator, radius: float = RA
 
 
 def distance(gate: Gate, flat_features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Distance of each frame to the nearest prototype, in units of RADIUS spreads (NumPy)."""
-    d = describe(flat_features)
-    d2 = (d**2).sum(1)[:, None] + (gate.prototypes**2).sum(1)[None, :] - 2.0 * d @ gate.prototypes.T
-    return np.asarray(np.sqrt(np.maximum(d2, 0.0) * gate.inverse_radius[None, :] ** 2).min(axis=1))
+    """NumPy front-end of `tf_distance`: [n] distances to the nearest prototype, in RADIUS spreads."""
+    f = tf.constant(np.asarray(flat_features, np.float32))
+    return np.asarray(tf_distance(f, tf.constant(gate.prototypes), tf.constant(gate.inverse_radius)))[:, 0]

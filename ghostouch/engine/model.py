@@ -55,16 +55,7 @@ def tf_logits(x: tf.Tensor, weights: list[tf.Tensor], gate: tuple[tf.Tensor, tf.
     `gate`: (prototypes, inverse radii) of a `gate.Gate`, which scales the logits towards 0."""
     f = feats.tf_features(x, feats.kinds_for(int(weights[0].shape[0])))
     logits = _mlp(f, weights)
-    return logits if gate is None else logits * _tf_gate(f, *gate)
-
-
-def _tf_gate(f: tf.Tensor, prototypes: tf.Tensor, inverse_radius: tf.Tensor) -> tf.Tensor:
-    """[b, 1] factors in (0, 1): about 1 near the prototypes, about 0 beyond the radius."""
-    d = tf.concat([f[:, gating.EMBEDDING], gating.DISTANCE_WEIGHT * f[:, : gating.N_DISTANCES]], axis=1)
-    square = tf.reduce_sum(tf.square(prototypes), axis=1)
-    d2 = tf.reduce_sum(tf.square(d), axis=1, keepdims=True) - 2.0 * tf.matmul(d, prototypes, transpose_b=True) + square
-    scaled = tf.reduce_min(tf.maximum(d2, 0.0) * tf.square(inverse_radius), axis=1, keepdims=True)
-    return tf.sigmoid(gating.SHARPNESS * (1.0 - tf.sqrt(scaled + 1e-12)))
+    return logits if gate is None else logits * gating.tf_factor(f, *gate)
 
 
 def _spec(n_params: int) -> list[tf.TensorSpec]:

@@ -129,18 +129,18 @@ def shape(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return np.asarray(np.sqrt(np.sum(diff * diff, axis=2)) / size[:, None], dtype=np.float32)
 
 
-def nearest_distance(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """For each row of `a`, the Euclidean distance to the nearest row of `b`."""
-    d2 = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.asarray(np.sqrt(np.maximum(d2.min(axis=1), 0.0)))
-
-
 def kth_nearest_distance(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.float32]:
     """For each row of `a`, the Euclidean distance to its k-th nearest row of `b` (all of `b`
     when it has fewer rows)."""
     d2 = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2.0 * a @ b.T
-    kth = np.partition(d2, min(k, d2.shape[1]) - 1, axis=1)[:, min(k, d2.shape[1]) - 1]
+    k = min(k, d2.shape[1])
+    kth = d2.min(axis=1) if k == 1 else np.partition(d2, k - 1, axis=1)[:, k - 1]
     return np.asarray(np.sqrt(np.maximum(kth, 0.0)))
+
+
+def nearest_distance(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """For each row of `a`, the Euclidean distance to the nearest row of `b`."""
+    return kth_nearest_distance(a, b, 1)
 
 
 def far_from(
