@@ -323,7 +323,13 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="per-class outcomes")
     parser.add_argument("--config", help="JSON overrides of EngineConfig (experiments)")
     parser.add_argument("--write", action="store_true", help="update the Accuracy section of RESULTS.md")
+    parser.add_argument("--embedding", type=Path, help="another pose_embedding.npz (experiments)")
     args = parser.parse_args()
+    if args.embedding:
+        from ghostouch.engine import pose_embedding
+
+        arrays = pose_embedding.load(args.embedding)
+        pose_embedding.load = lambda path=None: arrays  # type: ignore[assignment,misc]
     global VERBOSE
     VERBOSE = args.verbose
     if args.speed:

@@ -35,6 +35,35 @@ def test_augmentation_turns_stay_below_a_right_angle() -> None:
     assert np.median(np.degrees(np.arccos(np.clip(cos, -1, 1)))) < 60.0
 
 
+def _index_little_angle(frames: np.ndarray) -> np.ndarray:
+    pts, _ = mirrored_points(frames)
+    index, little = pts[:, 8] - pts[:, 5], pts[:, 20] - pts[:, 17]
+    cos = np.sum(index * little, axis=1) / np.linalg.norm(index, axis=1) / np.linalg.norm(little, axis=1)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def test_optional_fan_and_knuckle_bend_vary_an_open_hand() -> None:
+    rng = np.random.default_rng(5)
+    paper = hands.generate_recording("paper", 40, rng)
+    still = AugmentConfig(
+        roll_deg=0, pitch_deg=0, yaw_deg=0, bend_deg=0, thumb_turn_deg=0, finger_length_jitter=0,
+        depth_scale_jitter=0, noise_m=0,
+    )  # fmt: skip
+    plain = augment(paper, 5, np.random.default_rng(0), still)
+    fanned = augment(paper, 5, np.random.default_rng(0), AugmentConfig(**{**still.__dict__, "abduction_deg": 20}))
+    # Fanning moves index and little finger apart or together by up to 2.2 x 20 deg ...
+    change = _index_little_angle(fanned) - _index_little_angle(plain)
+    assert change.min() < -20 and change.max() > 20 and np.abs(change).max() < 45
+    # ... and leaves the wrist, the palm and the thumb where they were.
+    palm = [0, 1, 2, 3, 4, 5, 9, 13, 17]
+    pts_plain, pts_fanned = mirrored_points(plain)[0], mirrored_points(fanned)[0]
+    assert np.abs(pts_plain[:, palm] - pts_fanned[:, palm]).max() < 1e-6
+    bent = augment(paper, 5, np.random.default_rng(0), AugmentConfig(**{**still.__dict__, "knuckle_deg": 40}))
+    curl = np.stack([finger_curl(mirrored_points(bent)[0], f) - finger_curl(pts_plain, f) for f in range(1, 5)])
+    assert np.abs(curl).max() > 25 and np.abs(curl).max() < 45
+    assert np.abs(pts_plain[:, palm] - mirrored_points(bent)[0][:, palm]).max() < 1e-6
+
+
 def test_finger_changes_move_a_digit_to_another_state() -> None:
     rng = np.random.default_rng(2)
     fist = hands.generate_recording("rock", 60, rng)

@@ -2,7 +2,8 @@
 
 A recording covers one angle, one distance and one hand; the augmented copies add rotations
 within what a wrist does naturally, finger-length differences, depth uncertainty, small bends of
-every finger joint and landmark noise. Rotations stay well below 90°, so gestures that differ
+every finger joint and landmark noise (optionally, fingers fanned or closed and bent together
+at the knuckles). Rotations stay well below 90°, so gestures that differ
 only by orientation (thumbs up and thumbs down) remain different.
 
 The finger geometry helpers (`palm_axes`, `bend`, `set_finger`) are also what `negatives.py`
@@ -36,6 +37,12 @@ class AugmentConfig:
     # drifts far less. Uniform +-15 deg has that SD; finger *changes* in negatives.py are 40+.
     bend_deg: float = 15.0  # per finger joint, flexion (+) or extension (-)
     thumb_turn_deg: float = 20.0  # the thumb's chain turned about its base
+    # Fingers fanned out (+) or closed together (-) by up to this much at the index (the little
+    # finger moves 1.2 times as far, the other way), and bent together at the knuckles. Off: on
+    # the 2-D benchmark they helped kinivi a little, but a knuckle bend of 40 deg let Libras' flat
+    # B pass for its curved C (bench/RESULTS.md, "Fanned and bent fingers").
+    abduction_deg: float = 0.0
+    knuckle_deg: float = 0.0
     noise_m: float = 0.002
 
 
@@ -162,6 +169,9 @@ def _rodrigues(v: Points, k: Points, angle: Points) -> Points:
     return np.asarray(v * c + cross * s + k * np.sum(k * v, axis=-1, keepdims=True) * (1.0 - c))
 
 
+# How far each finger (index..little) moves when the fingers fan out, relative to the fan angle;
+# negative: towards the thumb.
+_FAN = np.array([[-1.0, 0.0, 0.6, 1.2]])
 _CHAINS = np.array(FINGERS)  # [5, 4] landmarks: base joint, then the three distal ones
 
 
@@ -181,10 +191,17 @@ def augment(
     bones = chain[:, :, 1:] - chain[:, :, :-1]
     angles = np.radians(rng.uniform(-cfg.bend_deg, cfg.bend_deg, (n, 5, 3)))
     angles[:, 0, :] = np.radians(rng.uniform(-cfg.thumb_turn_deg, cfg.thumb_turn_deg, (n, 1)))
+    if cfg.knuckle_deg:
+        angles[:, 1:, 0] += np.radians(rng.uniform(-cfg.knuckle_deg, cfg.knuckle_deg, (n, 1)))
     angles[:, 1:] = np.cumsum(angles[:, 1:], axis=2)
     axes = np.repeat(lateral[:, None, None, :], 5, axis=1)
     axes[:, 0, 0, :] = _unit(rng.normal(size=(n, 3)))
     bones = _rodrigues(bones, axes, angles)
+    if cfg.abduction_deg:
+        # Turn about the palm's normal: + moves a finger towards the little finger.
+        _, _, palmar = palm_axes(pts)
+        fan = np.radians(rng.uniform(-cfg.abduction_deg, cfg.abduction_deg, (n, 1))) * _FAN
+        bones[:, 1:] = _rodrigues(bones[:, 1:], palmar[:, None, None, :], np.repeat(fan[:, :, None], 3, axis=2))
     jitter = cfg.finger_length_jitter
     bones *= 1.0 + rng.uniform(-jitter, jitter, (n, 5, 1, 1))
     pts[:, _CHAINS[:, 1:]] = chain[:, :, :1] + np.cumsum(bones, axis=2)
