@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ghostouch.engine import features, hands, negatives, pose_embedding
+from ghostouch.engine import features, hand_poses, hands, negatives, pose_embedding
 from ghostouch.engine import gate as gating
-from ghostouch.engine.augment import flatten_depth, palm_axes
+from ghostouch.engine.augment import finger_curl, flatten_depth, mirrored_points, palm_axes
 from ghostouch.engine.trainer import GestureFrames, mirrored, train_gesture_model
 from ghostouch.engine.twins import orientation_twins, reoriented
 from ghostouch.engine.verify import LiteModel
@@ -50,6 +50,26 @@ def test_training_code_learns_to_pair_views() -> None:
     same = np.linalg.norm(za - zb, axis=1)
     other = np.linalg.norm(za - np.roll(zb, 1, axis=0), axis=1)
     assert np.median(same) < 0.6 * np.median(other)
+
+
+def test_views_can_also_differ_by_finger_fan_and_knuckle_bend() -> None:
+    angles = hand_poses.random_angles(300, np.random.default_rng(5))
+    flat = np.zeros(300, bool)
+
+    def spread_and_curl(**variation: float) -> tuple[np.ndarray, np.ndarray]:
+        pts = mirrored_points(pose_embedding._views(angles, flat, np.random.default_rng(6), 0.0, **variation))[0]
+        index, little = pts[:, 8] - pts[:, 5], pts[:, 20] - pts[:, 17]
+        cos = np.sum(index * little, axis=1) / np.linalg.norm(index, axis=1) / np.linalg.norm(little, axis=1)
+        return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))), finger_curl(pts, 2)
+
+    # Baselines with the same random draws (a vanishing range), so only the option differs.
+    plain_spread, plain_curl = spread_and_curl(fan_deg=1e-9)
+    fanned_spread, fanned_curl = spread_and_curl(fan_deg=25.0)
+    assert np.std(fanned_spread - plain_spread) > 3.0  # measured 6.2
+    assert np.abs(fanned_curl - plain_curl).max() < 1e-6  # fanning leaves the curl alone
+    _, plain_curl = spread_and_curl(knuckle_deg=1e-9)
+    _, bent_curl = spread_and_curl(knuckle_deg=30.0)
+    assert np.std(bent_curl - plain_curl) > 8.0  # measured 15.6
 
 
 def test_orientation_twins_are_found_and_swapped_into_each_other() -> None:
