@@ -292,24 +292,40 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SPEED_START, SPEED_END = "<!-- speed -->", "<!-- /speed -->"
 
 
+def replace_section(heading: str, section: str, path: Path = RESULTS) -> None:
+    """Put `section` (starting with `heading`) in place of RESULTS.md's section under `heading`,
+    or append it; the other sections stay as they are."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    start = text.find(heading + "\n")
+    end = text.find("\n## ", start + 1) if start >= 0 else -1
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        text = text[:start] + section + (text[end:] if end >= 0 else "")
+    path.write_text(text, encoding="utf-8")
+
+
+def old_section(heading: str, path: Path = RESULTS) -> str:
+    """RESULTS.md's section under `heading` ("" if none)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    start = text.find(heading + "\n")
+    if start < 0:
+        return ""
+    end = text.find("\n## ", start + 1)
+    return text[start:end] if end >= 0 else text[start:]
+
+
 def write_results_section(body: str | None = None, speed_block: str | None = None, path: Path = RESULTS) -> None:
     """Replace (or append) the "## Accuracy" section of RESULTS.md, leaving the others alone.
     `body` replaces the accuracy results, `speed_block` the speed results; None keeps them."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    start = text.find("## Accuracy\n")
-    end = text.find("\n## ", start + 1) if start >= 0 else -1
-    old = text[start:end] if start >= 0 and end >= 0 else text[start:] if start >= 0 else ""
+    old = old_section("## Accuracy", path)
     old_speed = ""
     if SPEED_START in old:
         old_speed = old[old.index(SPEED_START) : old.index(SPEED_END) + len(SPEED_END)]
     old_body = old.replace(old_speed, "").replace("## Accuracy\n", "").strip()
     block = f"{SPEED_START}\n{speed_block.strip()}\n{SPEED_END}" if speed_block else old_speed
     section = "## Accuracy\n\n" + "\n\n".join(p for p in (block, (body or old_body).strip()) if p) + "\n"
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        text = text[:start] + section + (text[end:] if end >= 0 else "")
-    path.write_text(text, encoding="utf-8")
+    replace_section("## Accuracy", section, path)
 
 
 def main() -> None:
@@ -328,8 +344,7 @@ def main() -> None:
     if args.embedding:
         from ghostouch.engine import pose_embedding
 
-        arrays = pose_embedding.load(args.embedding)
-        pose_embedding.load = lambda path=None: arrays  # type: ignore[assignment,misc]
+        pose_embedding.use(args.embedding)
     global VERBOSE
     VERBOSE = args.verbose
     if args.speed:

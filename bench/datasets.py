@@ -172,7 +172,7 @@ class Scenario:
         return self.dataset.frames[name][rows]
 
 
-def _windows(pos: Index, length: int) -> list[int]:
+def windows(pos: Index, length: int) -> list[int]:
     """Start rows of windows of `length` rows that are consecutive frames."""
     return [s for s in range(len(pos) - length + 1) if pos[s + length - 1] - pos[s] == length - 1]
 
@@ -188,7 +188,7 @@ def _block_split(ds: Dataset, name: str, length: int, rng: np.random.Generator) 
     # Prefer windows that leave at least a probe block and some test frames far away; shorten
     # the window of a short class (down to NEW_WINDOW) rather than leave nothing to test.
     for size in sorted({length, NEW_WINDOW}, reverse=True):
-        starts = _windows(pos, size) or [0]
+        starts = windows(pos, size) or [0]
         far_count = [int(_far(pos, np.arange(s, s + size)).sum()) for s in starts]
         good = [s for s, c in zip(starts, far_count, strict=True) if c >= NEW_WINDOW + 50]
         if good:

@@ -21,19 +21,27 @@ import argparse
 import datetime
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from bench.accuracy import Gestures, Tally, baseline, ours, parse_config, ratios, recognized, table
-from bench.datasets import GAP, NEW_WINDOW, Dataset, _windows, load_keypoints
+from bench.accuracy import (
+    Gestures,
+    Tally,
+    baseline,
+    ours,
+    parse_config,
+    ratios,
+    recognized,
+    replace_section,
+    table,
+)  # fmt: skip
+from bench.datasets import GAP, NEW_WINDOW, Dataset, load_keypoints, windows
 from ghostouch.config import Settings
 
 Frames = npt.NDArray[np.float32]
 CAP = int(Settings.model_fields["max_frames_per_gesture"].default)
 BLOCK = 200
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## Imported base (the issue's outside check, engine level)"
 
 
@@ -45,12 +53,12 @@ def split(
     A class too short for that at GAP frames (Libras B) gets the largest gap that fits, down to 25."""
     pos = ds.positions[name]
     size = min(BLOCK, len(pos) // 3)
-    starts = rng.permutation(_windows(pos, size))
+    starts = rng.permutation(windows(pos, size))
     for gap in (GAP, 50, 25):
         for start in starts:
             block = np.arange(start, start + size)
             far = np.abs(pos[:, None] - pos[block][None, :]).min(axis=1) >= gap
-            if not need_window or _windows(pos[far], NEW_WINDOW):
+            if not need_window or windows(pos[far], NEW_WINDOW):
                 return ds.frames[name][block], ds.frames[name][far], pos[far]
     return None
 
@@ -77,7 +85,7 @@ def run_rep(ds: Dataset, rep: int, system: tuple, tally: Tally) -> None:
     stored: Gestures = [(c, outside[c]) for c in base]
     for c in base:
         tally.dup_tp.append(dup(parent, lite, stored, blocks[c][:NEW_WINDOW]))
-    start = int(rng.choice(_windows(rows[new], NEW_WINDOW)))  # consecutive frames, outside the block
+    start = int(rng.choice(windows(rows[new], NEW_WINDOW)))  # consecutive frames, outside the block
     new_frames = outside[new][start : start + NEW_WINDOW]
     tally.dup_fp.append(dup(parent, lite, stored, new_frames))
     gestures = [*[(c, outside[c][-CAP:]) for c in base], (new, new_frames)]
@@ -88,17 +96,6 @@ def run_rep(ds: Dataset, rep: int, system: tuple, tally: Tally) -> None:
         (tally.new if name == new else tally.old).append(recognized(proba, i))
     proba = child_lite.predict_proba(blocks[unknown])
     tally.false_accept.append(float(np.mean(proba.max(axis=1) >= 0.5)))
-
-
-def write_section(body: str, path: Path = RESULTS) -> None:
-    text = path.read_text(encoding="utf-8")
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + SECTION + "\n\n" + body.strip() + "\n"
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + SECTION + "\n\n" + body.strip() + "\n" + (text[end:] if end >= 0 else "")
-    path.write_text(text, encoding="utf-8")
 
 
 def main() -> None:
@@ -127,11 +124,12 @@ def main() -> None:
     print("\n" + summary)
     if args.write:
         command = "`.venv/bin/python -m bench.import_protocol " + " ".join(sys.argv[1:]) + "`"
-        write_section(
+        body = (
             f"{datetime.date.today().isoformat()}, {command} ({time.perf_counter() - t0:.0f} s; "
             f"held-out blocks, parent gestures capped at the newest {CAP} frames; columns as in "
             f"the Accuracy section: {columns}; u8 columns not measured here)\n\n{summary}"
         )
+        replace_section(SECTION, f"{SECTION}\n\n{body.strip()}\n")
 
 
 if __name__ == "__main__":

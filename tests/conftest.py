@@ -234,3 +234,14 @@ def run_together(setup: str, action: str, args: list[str], processes: int = 8, d
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * processes, [err for _, err in outputs]
     return [out for out, _ in outputs]
+
+
+def index_little_angle(frames: np.ndarray) -> np.ndarray:
+    """Degrees between the index and little fingers' base-to-tip directions (how far the fingers
+    are fanned), per frame."""
+    from ghostouch.engine.augment import mirrored_points
+
+    pts, _ = mirrored_points(frames)
+    index, little = pts[:, 8] - pts[:, 5], pts[:, 20] - pts[:, 17]
+    cos = np.sum(index * little, axis=1) / np.linalg.norm(index, axis=1) / np.linalg.norm(little, axis=1)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))

@@ -12,6 +12,7 @@ from ghostouch.engine.augment import finger_curl, flatten_depth, mirrored_points
 from ghostouch.engine.trainer import GestureFrames, mirrored, train_gesture_model
 from ghostouch.engine.twins import orientation_twins, reoriented
 from ghostouch.engine.verify import LiteModel
+from tests.conftest import index_little_angle
 
 NAMES = ("paper", "rock", "scissors", "one", "ok", "call", "thumbs_up", "three")
 
@@ -57,10 +58,8 @@ def test_views_can_also_differ_by_finger_fan_and_knuckle_bend() -> None:
     flat = np.zeros(300, bool)
 
     def spread_and_curl(**variation: float) -> tuple[np.ndarray, np.ndarray]:
-        pts = mirrored_points(pose_embedding._views(angles, flat, np.random.default_rng(6), 0.0, **variation))[0]
-        index, little = pts[:, 8] - pts[:, 5], pts[:, 20] - pts[:, 17]
-        cos = np.sum(index * little, axis=1) / np.linalg.norm(index, axis=1) / np.linalg.norm(little, axis=1)
-        return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))), finger_curl(pts, 2)
+        frames = pose_embedding._views(angles, flat, np.random.default_rng(6), 0.0, **variation)
+        return index_little_angle(frames), finger_curl(mirrored_points(frames)[0], 2)
 
     # Baselines with the same random draws (a vanishing range), so only the option differs.
     plain_spread, plain_curl = spread_and_curl(fan_deg=1e-9)

@@ -7,6 +7,7 @@ import numpy as np
 from ghostouch.engine import hands, negatives
 from ghostouch.engine.augment import AugmentConfig, augment, finger_curl, mirrored_points
 from ghostouch.engine.frames import normalize
+from tests.conftest import index_little_angle
 
 
 def test_augmented_copies_keep_the_hand_shape_close() -> None:
@@ -35,13 +36,6 @@ def test_augmentation_turns_stay_below_a_right_angle() -> None:
     assert np.median(np.degrees(np.arccos(np.clip(cos, -1, 1)))) < 60.0
 
 
-def _index_little_angle(frames: np.ndarray) -> np.ndarray:
-    pts, _ = mirrored_points(frames)
-    index, little = pts[:, 8] - pts[:, 5], pts[:, 20] - pts[:, 17]
-    cos = np.sum(index * little, axis=1) / np.linalg.norm(index, axis=1) / np.linalg.norm(little, axis=1)
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
-
-
 def test_optional_fan_and_knuckle_bend_vary_an_open_hand() -> None:
     rng = np.random.default_rng(5)
     paper = hands.generate_recording("paper", 40, rng)
@@ -52,7 +46,7 @@ def test_optional_fan_and_knuckle_bend_vary_an_open_hand() -> None:
     plain = augment(paper, 5, np.random.default_rng(0), still)
     fanned = augment(paper, 5, np.random.default_rng(0), AugmentConfig(**{**still.__dict__, "abduction_deg": 20}))
     # Fanning moves index and little finger apart or together by up to 2.2 x 20 deg ...
-    change = _index_little_angle(fanned) - _index_little_angle(plain)
+    change = index_little_angle(fanned) - index_little_angle(plain)
     assert change.min() < -20 and change.max() > 20 and np.abs(change).max() < 45
     # ... and leaves the wrist, the palm and the thumb where they were.
     palm = [0, 1, 2, 3, 4, 5, 9, 13, 17]

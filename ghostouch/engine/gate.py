@@ -29,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
 
 from ghostouch.engine import negatives
+from ghostouch.engine.augment import AugmentConfig
 from ghostouch.engine.features import SIZES, features
 
 Frames = npt.NDArray[np.float32]
@@ -74,12 +75,23 @@ def describe(flat_features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return np.asarray(tf_describe(tf.constant(np.asarray(flat_features, np.float32))), np.float32)
 
 
-def build(train_sets: list[Frames], rng: np.random.Generator, radius: float = RADIUS) -> Gate:
-    """The gate for gestures recorded as 2-D keypoints (the frames the model was trained on)."""
+def describe_frames(frames: Frames) -> npt.NDArray[np.float32]:
+    """Raw frames -> [n, 87] pose descriptions (`describe` of their 2-D features)."""
+    return describe(features(frames, KINDS))
+
+
+def build(
+    train_sets: list[Frames],
+    rng: np.random.Generator,
+    radius: float = RADIUS,
+    augmentation: AugmentConfig | None = None,
+) -> Gate:
+    """The gate for gestures recorded as 2-D keypoints (the frames the model was trained on);
+    `augmentation`: the engine's, whose copies measure each gesture's spread."""
     prototypes, inverse = [], []
     for frames in train_sets:
         keep = frames[rng.permutation(len(frames))[:MAX_PROTOTYPES]]
-        reference, spread = negatives.augmented_spread(keep, lambda f: describe(features(f, KINDS)), rng, 1)
+        reference, spread = negatives.augmented_spread(keep, describe_frames, rng, 1, augmentation)
         prototypes.append(reference)
         inverse.append(np.full(len(reference), 1.0 / (radius * spread), np.float32))
     return Gate(np.concatenate(prototypes).astype(np.float32), np.concatenate(inverse).astype(np.float32))

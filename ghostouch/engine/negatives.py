@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from ghostouch.engine.augment import (
     FINGERS,
+    AugmentConfig,
     augment,
     bend,
     finger_curl,
@@ -161,12 +162,17 @@ Spread = tuple[npt.NDArray[np.float32], float]  # a recording's descriptions, an
 
 
 def augmented_spread(
-    frames: npt.NDArray[np.float32], describe: Description, rng: np.random.Generator, neighbours: int
+    frames: npt.NDArray[np.float32],
+    describe: Description,
+    rng: np.random.Generator,
+    neighbours: int,
+    augmentation: AugmentConfig | None = None,
 ) -> Spread:
     """The frames' descriptions, and how far the engine's augmented copies of them (other angles,
     bends, finger lengths, noise; flattened like the frames when those are 2-D keypoints) lie from
-    them: the 90th percentile of the copies' distance to their `neighbours`-th nearest frame."""
-    copies = augment(frames, SPREAD_COPIES, rng)
+    them: the 90th percentile of the copies' distance to their `neighbours`-th nearest frame.
+    `augmentation`: the engine's (default: `AugmentConfig()`)."""
+    copies = augment(frames, SPREAD_COPIES, rng, augmentation)
     if is_flat(frames):
         copies = flatten_depth(copies)
     reference = describe(frames)

@@ -59,11 +59,19 @@ Array = npt.NDArray[np.float32]
 
 
 @cache
-def load(path: Path = WEIGHTS) -> tuple[Array, Array, list[Array]]:
-    """(input mean, input SD, [w1, b1, w2, b2, w3, b3]) of the shipped embedding."""
-    with np.load(path) as data:
+def load(path: Path | None = None) -> tuple[Array, Array, list[Array]]:
+    """(input mean, input SD, [w1, b1, w2, b2, w3, b3]) of the embedding at `path` (default: the
+    shipped one, or the one `use` chose)."""
+    with np.load(path or WEIGHTS) as data:
         layers = [data[f"layer_{i}"].astype(np.float32) for i in range(2 * (len(HIDDEN) + 1))]
         return data["mean"].astype(np.float32), data["sd"].astype(np.float32), layers
+
+
+def use(path: Path) -> None:
+    """Experiments (bench/): graphs built from now on compute the embedding stored at `path`."""
+    global WEIGHTS
+    WEIGHTS = path
+    load.cache_clear()
 
 
 def _forward(h: tf.Tensor, layers: list[Any]) -> tf.Tensor:

@@ -80,7 +80,7 @@ class TrainedModel:
     gate: gating.Gate | None = None  # 2-D keypoint models: "no gesture" far from every recording
 
 
-def _split(frames: Frames, fraction: float) -> tuple[Frames, Frames]:
+def holdout_split(frames: Frames, fraction: float) -> tuple[Frames, Frames]:
     n_hold = int(len(frames) * fraction) if len(frames) >= 40 else 0
     if n_hold == 0:
         return frames, frames[:0]
@@ -200,7 +200,7 @@ def train_gesture_model(
     t0 = time.perf_counter()
 
     report("training the model")
-    splits = [_split(g.frames, cfg.holdout_fraction) for g in gestures]
+    splits = [holdout_split(g.frames, cfg.holdout_fraction) for g in gestures]
     train_sets = [trim_strays(s[0], cfg.stray_factor) for s in splits]
     twin_pairs = twins.orientation_twins(train_sets) if len(train_sets) >= 2 else []
     x, y, w = build_training_set(train_sets, cfg, rng, twin_pairs)
@@ -208,7 +208,8 @@ def train_gesture_model(
     flat = all(is_flat(s) for s in train_sets)
     kinds = (FLAT_KINDS if twin_pairs else FLAT_SHAPE_KINDS) if flat else DEFAULT_KINDS
     weights = train_weights(x, y, w, cfg.train, kinds)
-    gate = gating.build(train_sets, rng, cfg.gate_radius) if flat and cfg.gate_2d and len(gestures) >= 3 else None
+    gated = flat and cfg.gate_2d and len(gestures) >= 3
+    gate = gating.build(train_sets, rng, cfg.gate_radius, cfg.augment) if gated else None
     timings["train_s"] = time.perf_counter() - t0
 
     report("exporting the TensorFlow Lite model")
