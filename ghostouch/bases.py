@@ -26,6 +26,12 @@ BASE_CODE = "base_v1"
 # The label order the shipped apps hard-code for base_v1.
 BASE_V1_LABELS = ("paper", "rock", "scissors")
 SYNTHETIC_FRAMES_PER_GESTURE = 300
+# Frames of many hands are no prototypes of what one user's hand will show: real base_v1.csv
+# frames lie about as far from the synthetic base's frames as poses never taught do
+# (bench/RESULTS.md, "World-landmark models get the gate too"), so the synthetic base, bases
+# imported with `many_hands`, and every model trained from them go without the familiarity gate
+# (jobs/training.py carries the setting down the lineage).
+MANY_HANDS_CONFIG = EngineConfig(gate_3d=False)
 
 
 def read_csv(path: Path) -> dict[str, np.ndarray]:
@@ -66,16 +72,22 @@ def order_labels(found: Sequence[str], code: str, explicit: Sequence[str] | None
 
 
 def create_base(
-    settings: Settings, code: str, data: dict[str, np.ndarray], labels: list[str], description: str
+    settings: Settings,
+    code: str,
+    data: dict[str, np.ndarray],
+    labels: list[str],
+    description: str,
+    config: EngineConfig | None = None,
 ) -> repo.ModelInfo:
     """Train and publish a base model (replacing an existing base of the same code)."""
+    config = config or EngineConfig()
     if not repo.is_valid_code(code):
         raise ValueError(f"model code {code!r}: use 1-64 letters, digits, '_' or '-'")
     ctx = context_for(settings)
     existing = repo.get_model(ctx.db_url, code)
     if existing is not None and existing.kind != "base":
         raise ValueError(f"{code} is a trained model, not a base; choose another code")
-    trained = train_gesture_model([GestureFrames(name, data[name]) for name in labels], EngineConfig())
+    trained = train_gesture_model([GestureFrames(name, data[name]) for name in labels], config)
     infos = [
         repo.GestureInfo(name, i, [repo.store_sample_set(ctx.db_url, ctx.store, data[name])], len(data[name]))
         for i, name in enumerate(labels)
@@ -91,7 +103,7 @@ def create_base(
         tflite_uint8=trained.tflite_uint8,
         tflite_float=trained.tflite_float,
         metrics=trained.metrics,
-        training_config=EngineConfig().describe(),
+        training_config=config.describe(),
         description=description,
         replace=existing is not None,
     )
@@ -123,6 +135,7 @@ def ensure_base(settings: Settings) -> bool:
             synthetic_base_data(),
             list(BASE_V1_LABELS),
             "synthetic paper/rock/scissors from the kinematic hand generator",
+            MANY_HANDS_CONFIG,
         )
     except (ValueError, IntegrityError):
         # Workers starting together on a new registry all provision it; the first to publish
@@ -134,7 +147,10 @@ def ensure_base(settings: Settings) -> bool:
     return True
 
 
-def import_base(settings: Settings, path: Path, code: str, labels: Sequence[str] | None = None) -> repo.ModelInfo:
+def import_base(
+    settings: Settings, path: Path, code: str, labels: Sequence[str] | None = None, many_hands: bool = False
+) -> repo.ModelInfo:
     data = read_csv(path)
     ordered = order_labels(list(data), code, labels)
-    return create_base(settings, code, data, ordered, f"imported from {path.name}")
+    config = MANY_HANDS_CONFIG if many_hands else EngineConfig()
+    return create_base(settings, code, data, ordered, f"imported from {path.name}", config)

@@ -145,7 +145,7 @@ def cmd_base_import(args: argparse.Namespace) -> int:
     migrate(settings.resolved_database_url)
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     try:
-        model = import_base(settings, Path(args.file), args.code, labels)
+        model = import_base(settings, Path(args.file), args.code, labels, args.many_hands)
     except (FrameError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -188,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file")
     imp.add_argument("--code", required=True)
     imp.add_argument("--labels", help="comma-separated output order (default: base_v1's, else sorted)")
+    imp.add_argument(
+        "--many-hands",
+        action="store_true",
+        help="the CSV holds many people's hands: this base's world-landmark lineage goes without the familiarity gate",
+    )
     imp.set_defaults(func=cmd_base_import)
     ensure = base.add_parser("ensure", help="provision the synthetic base_v1 if missing")
     common(ensure)

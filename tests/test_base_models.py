@@ -55,3 +55,20 @@ def test_api_process_never_imports_tensorflow_and_starts_fast() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, "the API imported TensorFlow/LiteRT: " + done.stderr
     assert float(done.stdout.strip()) < 2.0
+
+
+def test_the_world_landmark_gate_follows_the_lineage() -> None:
+    """On only where the parent had it on: a base of many hands (the synthetic base_v1, or one
+    imported with --many-hands), and registries from before the gate, keep it off below them."""
+    from ghostouch.bases import MANY_HANDS_CONFIG
+    from ghostouch.engine.trainer import EngineConfig
+    from ghostouch.jobs.training import lineage_config
+    from ghostouch.registry.repo import ModelInfo
+
+    def parent(training_config: dict[str, object]) -> ModelInfo:
+        return ModelInfo("p", None, "system", "base", "", [], {}, {}, training_config, "")
+
+    assert lineage_config(EngineConfig(), parent(EngineConfig().describe())).gate_3d is True
+    assert lineage_config(EngineConfig(), parent(MANY_HANDS_CONFIG.describe())).gate_3d is False
+    assert lineage_config(EngineConfig(), parent({})).gate_3d is False
+    assert lineage_config(MANY_HANDS_CONFIG, parent(EngineConfig().describe())).gate_3d is False

@@ -93,7 +93,6 @@ def test_2d_models_are_gated_and_say_no_gesture_far_from_their_recordings() -> N
     flat = [flatten_depth(hands.generate_recording(n, 100, rng, handedness=1.0)) for n in names]
     model = train_gesture_model([GestureFrames(n, f) for n, f in zip(names, flat, strict=True)])
     assert model.gate is not None
-    assert train_gesture_model([GestureFrames(n, hands.generate_recording(n, 100, rng)) for n in names]).gate is None
     lite = LiteModel.load(model.tflite_uint8)
     for i, name in enumerate(names):
         proba = lite.predict_proba(flatten_depth(hands.generate_recording(name, 100, rng, handedness=1.0)))

@@ -62,6 +62,10 @@ class EngineConfig:
     # Models of 2-D keypoint recordings (3 gestures or more) get the familiarity gate (gate.py).
     gate_2d: bool = True
     gate_radius: float = gating.RADIUS  # in spreads of a gesture's augmented copies
+    # ... and so do world-landmark models, with their own radius, unless the gestures were
+    # learned from many people's hands (bases.MANY_HANDS_CONFIG).
+    gate_3d: bool = True
+    gate_radius_3d: float = gating.RADIUS_3D
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
@@ -208,8 +212,9 @@ def train_gesture_model(
     flat = all(is_flat(s) for s in train_sets)
     kinds = (FLAT_KINDS if twin_pairs else FLAT_SHAPE_KINDS) if flat else DEFAULT_KINDS
     weights = train_weights(x, y, w, cfg.train, kinds)
-    gated = flat and cfg.gate_2d and len(gestures) >= 3
-    gate = gating.build(train_sets, rng, cfg.gate_radius, cfg.augment) if gated else None
+    gated = (cfg.gate_2d if flat else cfg.gate_3d) and len(gestures) >= 3
+    radius = cfg.gate_radius if flat else cfg.gate_radius_3d
+    gate = gating.build(train_sets, rng, radius, cfg.augment) if gated else None
     timings["train_s"] = time.perf_counter() - t0
 
     report("exporting the TensorFlow Lite model")

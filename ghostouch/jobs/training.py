@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -227,6 +227,14 @@ def _gesture_data(
     return infos, training
 
 
+def lineage_config(engine_config: EngineConfig, parent: repo.ModelInfo) -> EngineConfig:
+    """The child keeps the world-landmark gate off when its parent had it off: a lineage that
+    holds many people's frames (bases.MANY_HANDS_CONFIG), or one from before the gate
+    existed (no such setting recorded), never turns it on."""
+    inherited = bool(parent.training_config.get("gate_3d", False))
+    return replace(engine_config, gate_3d=engine_config.gate_3d and inherited)
+
+
 def _train_and_publish(
     ctx: WorkerContext,
     job: dict[str, Any],
@@ -237,6 +245,7 @@ def _train_and_publish(
     clock: StepClock,
 ) -> None:
     infos, training, extra = plan.infos, plan.training, plan.extra
+    engine_config = lineage_config(engine_config, parent)
     trained = train_gesture_model(training, engine_config, progress=step)
     step("publishing the model")
     code = repo.new_code()
