@@ -12,6 +12,8 @@ uint8 model run with LiteRT and app-style quantization). Then, from other hands:
 
 Both engines run on the same recordings in the same process: the engine without the gate (as
 for lineages of many hands, `bases.MANY_HANDS_CONFIG`) is the baseline the ratios refer to.
+When `../shared/data` is there, it also shows why many hands go without the gate: the synthetic
+base_v1 (many synthetic hands) with and without it, on the real `base_v1.csv`.
 
     .venv/bin/python -m bench.synthetic_world [--reps 2] [--config JSON] [--write]
 """
@@ -61,6 +63,26 @@ def one_user(new: str, seed: int, configs: dict[str, EngineConfig]) -> dict[str,
     return out
 
 
+def synthetic_base_on_real_frames(configs: dict[str, EngineConfig]) -> str:
+    """Share of real base_v1.csv frames shown as the right gesture by the synthetic base."""
+    from bench.datasets import DATA_DIR
+    from ghostouch.bases import BASE_V1_LABELS, read_csv, synthetic_base_data
+
+    path = DATA_DIR / "ghostouch" / "base_v1.csv"
+    if not path.exists():
+        return f"synthetic base on real frames: not measured (no {path})"
+    real = read_csv(path)
+    data = synthetic_base_data()
+    base = [GestureFrames(n, data[n]) for n in BASE_V1_LABELS]
+    parts = []
+    for label, cfg in configs.items():
+        lite = LiteModel.load(train_gesture_model(base, cfg).tflite_uint8)
+        right = [float(np.mean(shown(lite, real[n]) == i)) for i, n in enumerate(BASE_V1_LABELS)]
+        each = ", ".join(f"{n} {100 * r:.0f} %" for n, r in zip(BASE_V1_LABELS, right, strict=True))
+        parts.append(f"{label}: {100 * np.mean(right):.1f} % ({each})")
+    return "synthetic base_v1 on the real base_v1.csv, shown as the right gesture: " + "; ".join(parts)
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, float]:
     return {
         "re-recorded old": float(np.mean([r["again"][:3] for r in runs])),
@@ -100,9 +122,11 @@ def main() -> None:
         f"{p} {100 * np.mean(per_pose['no gate (baseline)'][p]):.0f} -> {100 * np.mean(per_pose['engine'][p]):.0f} %"
         for p in NEW
     )
+    transfer = synthetic_base_on_real_frames(configs)
     elapsed = time.perf_counter() - started
     table = "\n".join(lines)
-    print(f"\n{table}\n\nengine / baseline: {ratios}\nnever taught, per pose: {poses}\nrun time {elapsed:.0f} s")
+    print(f"\n{table}\n\nengine / baseline: {ratios}\nnever taught, per pose: {poses}\n{transfer}")
+    print(f"run time {elapsed:.0f} s")
     if args.write:
         command = "`.venv/bin/python -m bench.synthetic_world" + (f" --reps {args.reps}" if args.reps != 2 else "")
         command += (f" --config '{args.config}'" if overrides else "") + " --write`"
@@ -111,7 +135,7 @@ def main() -> None:
             f"{HEADING}\n\n{date.today()}, {command} ({len(NEW) * args.reps} users, {elapsed:.0f} s; "
             f"the module docstring says what each column counts; median s/incr = train + export + verify)\n\n"
             f"{table}\n\nEngine / baseline: {ratios}.\n\nNever-taught poses shown as a gesture, without -> with "
-            f"the gate: {poses}.\n",
+            f"the gate: {poses}.\n\nThe {transfer}.\n",
         )
 
 
