@@ -17,7 +17,7 @@ and false-accept (<= 10 %) targets when the base is imported from whole recordin
 
 World-landmark models get it too, with radius `RADIUS_3D` (their classifier has no embedding, so
 the graph computes the gate's description beside its features): on synthetic one-hand
-recordings it cut poses never taught shown as a gesture from 15.6 to 2.1 % at the same recall
+recordings it cut poses never taught shown as a gesture from 11.1 to 2.1 % at the same recall
 (bench/synthetic_world.py), and on the real world-landmark set from 1.8 to 0.3 %. Not for
 gestures learned from many people's hands, such as the synthetic base_v1: a user's own frames
 then lie about as far from them as poses never taught (bases.MANY_HANDS_CONFIG).
