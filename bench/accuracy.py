@@ -276,7 +276,8 @@ frames of trained gestures that the float model shows as a gesture
 ghostouch rows are shuffled (no blocks): base = base_v1 rows, old-class test = the 59 v0-only
 rows, `one` trained from its first 60 rows; its last 21 rows, exact copies of `paper` rows of
 the v0 file, are dropped. kinivi / libras are 2-D keypoints fed as frames (z = 0): 2-D results;
-the engine gives such models the pose embedding and the familiarity gate (engine/gate.py). In
+the engine gives such models the pose embedding. Every model here has the familiarity gate
+(engine/gate.py; the world models too, as their base is one person's recordings). In
 the Libras file, rows 1217-1251 filed under B are N hand shapes (0.3-2 from N's frames, 5-7.5
 from every other B frame): `datasets.mislabeled_runs` finds them and they are dropped (with them,
 B can be recognized on at most 62 % of its test frames, whatever the model).
