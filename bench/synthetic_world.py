@@ -32,7 +32,7 @@ import numpy as np
 from bench.accuracy import replace_section
 from ghostouch.engine import hands
 from ghostouch.engine.trainer import EngineConfig, GestureFrames, train_gesture_model
-from ghostouch.engine.verify import LiteModel
+from ghostouch.engine.verify import LiteModel, decisions
 
 BASE = ("paper", "rock", "scissors")
 NEW = ("one", "three", "four", "ok", "call", "thumbs_up", "pinch", "rock_on")
@@ -41,8 +41,7 @@ COLUMNS = ("re-recorded old", "re-recorded new", "other people", "never taught",
 
 
 def shown(model: LiteModel, frames: np.ndarray) -> np.ndarray:
-    proba = model.predict_proba(frames)
-    return np.where(proba.max(axis=1) >= 0.5, proba.argmax(axis=1), -1)
+    return decisions(model.predict_proba(frames))
 
 
 def one_user(new: str, seed: int, configs: dict[str, EngineConfig]) -> dict[str, dict[str, Any]]:

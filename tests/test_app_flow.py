@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 
 from ghostouch.engine import hands
-from ghostouch.engine.verify import LiteModel
+from ghostouch.engine.verify import LiteModel, decisions
 from tests.conftest import Service, poll_like_android, read_frames_csv
 
 
@@ -43,9 +43,8 @@ def import_base(service: Service, data: dict[str, np.ndarray], code: str, folder
 
 
 def shown(model: LiteModel, frames: np.ndarray) -> np.ndarray:
-    """The gesture index the apps show for each frame, -1 for "no gesture" (top below 0.5)."""
-    proba = model.predict_proba(frames)
-    return np.where(proba.max(axis=1) >= 0.5, np.argmax(proba, axis=1), -1)
+    """The gesture index the apps show for each frame, -1 for "no gesture" (`verify.decisions`)."""
+    return decisions(model.predict_proba(frames))
 
 
 def accuracy(model: LiteModel, frames: np.ndarray, index: int) -> float:

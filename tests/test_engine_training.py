@@ -17,7 +17,7 @@ from ghostouch.engine.trainer import (
     train_gesture_model,
     trim_strays,
 )
-from ghostouch.engine.verify import LiteModel
+from ghostouch.engine.verify import LiteModel, decisions
 
 BASE = ("paper", "rock", "scissors")
 
@@ -28,8 +28,7 @@ def recordings(names: tuple[str, ...], seed: int, handedness: float = 1.0) -> li
 
 
 def decide(model: LiteModel, frames: np.ndarray) -> np.ndarray:
-    proba = model.predict_proba(frames)
-    return np.where(proba.max(axis=1) >= 0.5, proba.argmax(axis=1), -1)
+    return decisions(model.predict_proba(frames))
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from ghostouch.engine import hand_poses
 from ghostouch.engine.frames import HANDEDNESS, landmarks
 
 FINGERS = ((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20))
@@ -169,9 +170,9 @@ def _rodrigues(v: Points, k: Points, angle: Points) -> Points:
     return np.asarray(v * c + cross * s + k * np.sum(k * v, axis=-1, keepdims=True) * (1.0 - c))
 
 
-# How far each finger (index..little) moves when the fingers fan out, relative to the fan angle;
-# negative: towards the thumb.
-_FAN = np.array([[-1.0, 0.0, 0.6, 1.2]])
+# The fan pattern turned into this module's sign (a turn about the palm normal, + towards the
+# little finger).
+_FAN = -np.array([hand_poses.FAN])
 _CHAINS = np.array(FINGERS)  # [5, 4] landmarks: base joint, then the three distal ones
 
 

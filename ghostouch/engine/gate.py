@@ -45,8 +45,9 @@ SHARPNESS = 20.0  # slope of the gate at the radius
 DISTANCE_WEIGHT = 0.1  # of the key-point distances beside the (unit-length) embedding
 MAX_PROTOTYPES = 100  # per gesture
 N_DISTANCES = SIZES["distances"]
-# The 2-D feature sets (`features.FLAT_KINDS`, `features.FLAT_SHAPE_KINDS`) start with the
-# distances and end with the embedding.
+# The features the gate reads start with the distances and end with the embedding: the 2-D
+# feature sets (`features.FLAT_KINDS`, `features.FLAT_SHAPE_KINDS`), and a world-landmark
+# model's features with the embedding appended (`model.tf_logits`).
 EMBEDDING = slice(-SIZES["embedding"], None)
 KINDS = ("distances", "embedding")
 
@@ -83,7 +84,7 @@ def describe(flat_features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 
 def describe_frames(frames: Frames) -> npt.NDArray[np.float32]:
-    """Raw frames -> [n, 87] pose descriptions (`describe` of their 2-D features)."""
+    """Raw frames -> [n, 87] pose descriptions (`describe` of their distances and embedding)."""
     return describe(features(frames, KINDS))
 
 
@@ -93,8 +94,8 @@ def build(
     radius: float = RADIUS,
     augmentation: AugmentConfig | None = None,
 ) -> Gate:
-    """The gate for gestures recorded as 2-D keypoints (the frames the model was trained on);
-    `augmentation`: the engine's, whose copies measure each gesture's spread."""
+    """The gate for the gestures whose recorded frames (those the model was trained on) are
+    `train_sets`; `augmentation`: the engine's, whose copies measure each gesture's spread."""
     prototypes, inverse = [], []
     for frames in train_sets:
         keep = frames[rng.permutation(len(frames))[:MAX_PROTOTYPES]]

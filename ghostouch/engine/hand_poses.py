@@ -28,6 +28,10 @@ THUMB = 4 * FINGER_ANGLES  # offset of the thumb block
 THUMB_ANGLES = 5  # cmc spread, cmc lift, cmc pronation, mcp flexion, ip flexion
 CUP = THUMB + THUMB_ANGLES
 N_ANGLES = CUP + 1
+# How the four fingers' MCP abduction (index..little) changes per degree of "fan" when a hand
+# spreads its fingers or closes them (positive: towards the thumb, so the index moves that way
+# and the ring and little fingers the other way, the little finger most).
+FAN: tuple[float, ...] = (1.0, 0.0, -0.6, -1.2)
 
 Finger = tuple[float, float, float, float]
 Thumb = tuple[float, float, float, float, float]

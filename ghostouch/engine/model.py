@@ -53,13 +53,14 @@ def _mlp(f: tf.Tensor, params: list[tf.Tensor]) -> tf.Tensor:
 def tf_logits(x: tf.Tensor, weights: list[tf.Tensor], gate: tuple[tf.Tensor, tf.Tensor] | None = None) -> tf.Tensor:
     """Raw [b, 64] frames -> logits; the features are those the first layer was trained on.
     `gate`: (prototypes, inverse radii) of a `gate.Gate`, which scales the logits towards 0."""
-    kinds = feats.kinds_for(int(weights[0].shape[0]))
+    n_inputs = int(weights[0].shape[0])
+    kinds = feats.kinds_for(n_inputs)
     # The gate describes poses by the distances (first) and the embedding (last): world-landmark
     # classifiers do without the embedding, so it is appended to their features for the gate.
     if gate is not None and "embedding" not in kinds:
         kinds = (*kinds, "embedding")
     f = feats.tf_features(x, kinds)
-    logits = _mlp(f[:, : int(weights[0].shape[0])], weights)
+    logits = _mlp(f[:, :n_inputs], weights)
     return logits if gate is None else logits * gating.tf_factor(f, *gate)
 
 

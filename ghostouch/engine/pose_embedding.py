@@ -54,7 +54,6 @@ FLAT_SHARE = 0.5  # of the pairs, both views flattened to z = 0
 # bent fingers", measures both and why they were not kept).
 FAN_DEG = 0.0
 KNUCKLE_DEG = 0.0
-_FAN = np.array([1.0, 0.0, -0.6, -1.2])  # abduction of index..little per degree of fan
 Array = npt.NDArray[np.float32]
 
 
@@ -116,7 +115,7 @@ def _views(
     angles = angles.copy()
     finger_slots = 4 * len(hand_poses.FINGERS)
     if fan_deg:
-        angles[:, 1:finger_slots:4] += rng.uniform(-fan_deg, fan_deg, (n, 1)) * _FAN  # abduction
+        angles[:, 1:finger_slots:4] += rng.uniform(-fan_deg, fan_deg, (n, 1)) * np.array(hand_poses.FAN)
     if knuckle_deg:
         angles[:, 0:finger_slots:4] += rng.uniform(-knuckle_deg, knuckle_deg, (n, 1))  # MCP flexion
     jittered = hand_poses.clip_angles(angles + rng.normal(0.0, jitter_deg, angles.shape))

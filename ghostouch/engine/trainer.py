@@ -81,7 +81,7 @@ class TrainedModel:
     tflite_uint8: bytes
     tflite_float: bytes
     metrics: dict[str, Any]
-    gate: gating.Gate | None = None  # 2-D keypoint models: "no gesture" far from every recording
+    gate: gating.Gate | None = None  # "no gesture" far from every recording (gate.py)
 
 
 def holdout_split(frames: Frames, fraction: float) -> tuple[Frames, Frames]:
