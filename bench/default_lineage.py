@@ -30,12 +30,12 @@ import numpy as np
 
 from bench.accuracy import parse_config, replace_section
 from bench.datasets import DATA_DIR, load_ghostouch
+from bench.synthetic_world import NEW
 from ghostouch.bases import BASE_V1_LABELS, MANY_HANDS_CONFIG, read_csv, synthetic_base_data
 from ghostouch.engine import hands
 from ghostouch.engine.trainer import GestureFrames, train_gesture_model
 from ghostouch.engine.verify import LiteModel, decisions
 
-NEW = ("one", "three", "four", "ok", "call", "thumbs_up", "pinch", "rock_on")
 HEADING = "## The default lineage on real frames"
 Frames = np.ndarray
 
