@@ -141,22 +141,21 @@ def worker_duplicate_check(lite: LiteModel, gestures: Gestures, frames: Frames) 
     return verdict.is_duplicate
 
 
-def parse_config(text: str | None) -> EngineConfig:
-    """EngineConfig from JSON overrides, e.g. '{"samples_per_gesture": 200, "train": {"steps": 400}}'."""
+def parse_config(text: str | None, base: EngineConfig | None = None) -> EngineConfig:
+    """`base` (default: EngineConfig()) with JSON overrides, e.g.
+    '{"samples_per_gesture": 200, "train": {"steps": 400}, "augment": {"roll_deg": 60}}'."""
     import dataclasses
     import json
-
-    from ghostouch.engine.augment import AugmentConfig
 
     raw = json.loads(text) if text else {}
     train_cfg = raw.pop("train", {})
     augment_cfg = raw.pop("augment", {})
     if "hidden" in train_cfg:
         train_cfg["hidden"] = tuple(train_cfg["hidden"])
-    base = EngineConfig()
+    base = base or EngineConfig()
     return dataclasses.replace(
         base, **raw, train=dataclasses.replace(base.train, **train_cfg),
-        augment=dataclasses.replace(AugmentConfig(), **augment_cfg),
+        augment=dataclasses.replace(base.augment, **augment_cfg),
     )  # fmt: skip
 
 

@@ -20,7 +20,6 @@ The base alone, in the same run, is the baseline of the ratios. Needs `../shared
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -30,22 +29,13 @@ import numpy as np
 
 from bench.accuracy import parse_config, replace_section
 from bench.datasets import DATA_DIR, load_ghostouch
-from bench.synthetic_world import NEW
+from bench.synthetic_world import NEW, real_base_share, shown
 from ghostouch.bases import BASE_V1_LABELS, MANY_HANDS_CONFIG, read_csv, synthetic_base_data
 from ghostouch.engine import hands
 from ghostouch.engine.trainer import GestureFrames, train_gesture_model
-from ghostouch.engine.verify import LiteModel, decisions
+from ghostouch.engine.verify import LiteModel
 
 HEADING = "## The default lineage on real frames"
-Frames = np.ndarray
-
-
-def shown_as(model: LiteModel, frames: Frames) -> np.ndarray:
-    return decisions(model.predict_proba(frames))
-
-
-def real_base_share(model: LiteModel, real: dict[str, Frames]) -> list[float]:
-    return [float(np.mean(shown_as(model, real[n]) == i)) for i, n in enumerate(BASE_V1_LABELS)]
 
 
 def main() -> None:
@@ -56,8 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.write and args.config != "{}":
         sys.exit("--write records the lineage's own settings only")
-    # The lineage's settings (bases.MANY_HANDS_CONFIG), with the experiment's overrides.
-    config = parse_config(json.dumps({"gate_3d": MANY_HANDS_CONFIG.gate_3d, **json.loads(args.config)}))
+    config = parse_config(args.config, MANY_HANDS_CONFIG)  # the lineage's settings, overridden
     if not (DATA_DIR / "ghostouch" / "base_v1.csv").exists():
         sys.exit(f"needs the real recordings at {DATA_DIR}")
     started = time.perf_counter()
@@ -66,7 +55,7 @@ def main() -> None:
     base = [GestureFrames(n, f) for n, f in synthetic_base_data().items()]
     parent = LiteModel.load(train_gesture_model(base, config).tflite_uint8)
     base_real = real_base_share(parent, real)
-    base_one = float(np.mean(shown_as(parent, real_one) >= 0))
+    base_one = float(np.mean(shown(parent, real_one) >= 0))
     children: dict[str, list[float]] = {"real base_v1": [], "real one": [], "re-recorded new": [], "never taught": []}
     per_class: list[list[float]] = []
     seconds = []
@@ -80,11 +69,11 @@ def main() -> None:
             per_class.append(real_base_share(child, real))
             children["real base_v1"].append(float(np.mean(per_class[-1])))
             if new != "one":
-                children["real one"].append(float(np.mean(shown_as(child, real_one) >= 0)))
+                children["real one"].append(float(np.mean(shown(child, real_one) >= 0)))
             again = hands.generate_recording(new, 100, rng, handedness=1.0)
-            children["re-recorded new"].append(float(np.mean(shown_as(child, again) == len(BASE_V1_LABELS))))
+            children["re-recorded new"].append(float(np.mean(shown(child, again) == len(BASE_V1_LABELS))))
             never = [hands.generate_recording(u, 100, rng, handedness=1.0) for u in NEW if u != new]
-            children["never taught"].append(float(np.mean([np.mean(shown_as(child, f) >= 0) for f in never])))
+            children["never taught"].append(float(np.mean([np.mean(shown(child, f) >= 0) for f in never])))
             latest = ", ".join(f"{m} {100 * v[-1]:.1f} %" for m, v in children.items() if v)
             print(f"rep {rep} {new}: {latest}", flush=True)
     elapsed = time.perf_counter() - started

@@ -21,7 +21,6 @@ base_v1 (many synthetic hands) with and without it, on the real `base_v1.csv`.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from datetime import date
@@ -29,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.accuracy import replace_section
+from bench.accuracy import parse_config, replace_section
+from ghostouch.bases import BASE_V1_LABELS, MANY_HANDS_CONFIG, read_csv, synthetic_base_data
 from ghostouch.engine import hands
 from ghostouch.engine.trainer import EngineConfig, GestureFrames, train_gesture_model
 from ghostouch.engine.verify import LiteModel, decisions
@@ -42,6 +42,11 @@ COLUMNS = ("re-recorded old", "re-recorded new", "other people", "never taught",
 
 def shown(model: LiteModel, frames: np.ndarray) -> np.ndarray:
     return decisions(model.predict_proba(frames))
+
+
+def real_base_share(model: LiteModel, real: dict[str, np.ndarray]) -> list[float]:
+    """Share of the real base_v1.csv frames of each base gesture shown as that gesture."""
+    return [float(np.mean(shown(model, real[n]) == i)) for i, n in enumerate(BASE_V1_LABELS)]
 
 
 def one_user(new: str, seed: int, configs: dict[str, EngineConfig]) -> dict[str, dict[str, Any]]:
@@ -65,7 +70,6 @@ def one_user(new: str, seed: int, configs: dict[str, EngineConfig]) -> dict[str,
 def synthetic_base_on_real_frames(configs: dict[str, EngineConfig]) -> str:
     """Share of real base_v1.csv frames shown as the right gesture by the synthetic base."""
     from bench.datasets import DATA_DIR
-    from ghostouch.bases import BASE_V1_LABELS, read_csv, synthetic_base_data
 
     path = DATA_DIR / "ghostouch" / "base_v1.csv"
     if not path.exists():
@@ -76,7 +80,7 @@ def synthetic_base_on_real_frames(configs: dict[str, EngineConfig]) -> str:
     parts = []
     for label, cfg in configs.items():
         lite = LiteModel.load(train_gesture_model(base, cfg).tflite_uint8)
-        right = [float(np.mean(shown(lite, real[n]) == i)) for i, n in enumerate(BASE_V1_LABELS)]
+        right = real_base_share(lite, real)
         each = ", ".join(f"{n} {100 * r:.0f} %" for n, r in zip(BASE_V1_LABELS, right, strict=True))
         parts.append(f"{label}: {100 * np.mean(right):.1f} % ({each})")
     return "synthetic base_v1 on the real base_v1.csv, shown as the right gesture: " + "; ".join(parts)
@@ -98,8 +102,7 @@ def main() -> None:
     parser.add_argument("--config", default="{}", help="JSON overrides of EngineConfig for the gated engine")
     parser.add_argument("--write", action="store_true", help="update the section of bench/RESULTS.md")
     args = parser.parse_args()
-    overrides = json.loads(args.config)
-    configs = {"no gate (baseline)": EngineConfig(gate_3d=False), "engine": EngineConfig(**overrides)}
+    configs = {"no gate (baseline)": MANY_HANDS_CONFIG, "engine": parse_config(args.config)}
     started = time.perf_counter()
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in configs}
     per_pose: dict[str, dict[str, list[float]]] = {label: {} for label in configs}
@@ -128,7 +131,7 @@ def main() -> None:
     print(f"run time {elapsed:.0f} s")
     if args.write:
         command = "`.venv/bin/python -m bench.synthetic_world" + (f" --reps {args.reps}" if args.reps != 2 else "")
-        command += (f" --config '{args.config}'" if overrides else "") + " --write`"
+        command += (f" --config '{args.config}'" if args.config != "{}" else "") + " --write`"
         replace_section(
             HEADING,
             f"{HEADING}\n\n{date.today()}, {command} ({len(NEW) * args.reps} users, {elapsed:.0f} s; "
