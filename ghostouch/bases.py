@@ -60,6 +60,9 @@ def read_csv(path: Path) -> dict[str, np.ndarray]:
 
 def order_labels(found: Sequence[str], code: str, explicit: Sequence[str] | None) -> list[str]:
     if explicit:
+        repeated = sorted({name for name in explicit if list(explicit).count(name) > 1})
+        if repeated:
+            raise ValueError(f"--labels names each label once; repeated: {', '.join(repeated)}")
         missing = set(explicit) ^ set(found)
         if missing:
             raise ValueError(f"--labels must list exactly the CSV's labels; differing: {sorted(missing)}")

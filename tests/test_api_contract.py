@@ -61,10 +61,18 @@ def test_frame_count_limits(service: Service) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "fragment"), [("   ", "empty"), ("x" * 65, "at most 64"), ("a\u0007b", "control character")]
+    ("name", "fragment"),
+    [
+        ("   ", "empty"),
+        ("x" * 65, "at most 64"),
+        ("a\u0007b", "control character"),
+        ("a\ud800", "surrogate"),
+        ("\u200b\u202e", "no visible character"),
+    ],
 )
 def test_bad_gesture_names(service: Service, name: str, fragment: str) -> None:
-    r = post(service, {"model_code": "base_v1", "gesture": name, "landmarks": frames()})
+    text = json.dumps({"model_code": "base_v1", "gesture": name, "landmarks": frames()})  # \ud800 escaped
+    r = httpx.post(f"{service.url}/train", content=text, headers={"content-type": "application/json"})
     assert r.status_code == 422 and fragment in r.json()["detail"]
 
 
@@ -79,6 +87,20 @@ def test_malformed_bodies(service: Service) -> None:
     assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
     r = post(service, {"gesture": "g", "landmarks": frames()})
     assert r.status_code == 422 and "model_code" in r.json()["detail"]
+
+
+def test_bodies_that_used_to_raise_get_422(service: Service) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    r = httpx.post(f"{service.url}/train", content=deep, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "nested too deeply" in r.json()["detail"]
+    body = frames()
+    text = json.dumps({"model_code": "base_v1", "gesture": "g", "landmarks": body})
+    text = text.replace(str(body[3][5]), "9" * 401, 1)
+    r = httpx.post(f"{service.url}/train", content=text, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "frame 3, value 5: not a finite number" in r.json()["detail"]
+    collapsed = [[0.0] * 63 + [1.0]] * 30
+    r = post(service, {"model_code": "base_v1", "gesture": "g", "landmarks": collapsed})
+    assert r.status_code == 422 and "not a tracked hand" in r.json()["detail"]
 
 
 def test_oversized_body_is_refused_early(service: Service) -> None:

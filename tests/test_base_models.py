@@ -36,6 +36,8 @@ def test_csv_import_validation(tmp_path: Path) -> None:
     assert order_labels(["b", "a"], "mine", None) == ["a", "b"]
     with pytest.raises(ValueError, match="exactly the labels"):
         order_labels(["a", "b"], "base_v1", None)
+    with pytest.raises(ValueError, match="repeated: ok"):
+        order_labels(["ok", "call"], "mine", ["ok", "call", "ok"])
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join([header, row("paper"), row("rock", 0.9)]) + "\n")
     with pytest.raises(FrameError, match="line 3"):

@@ -21,7 +21,7 @@ from ghostouch.engine.frames import (
 
 
 def good_frame(handedness: float = 1.0) -> list[float]:
-    return [0.01] * 63 + [handedness]
+    return [0.01 * (i % 7) for i in range(63)] + [handedness]
 
 
 @pytest.mark.parametrize(
@@ -46,6 +46,23 @@ def test_valid_frames_pass_and_become_float32() -> None:
     arr = check_frames([good_frame(0.0), good_frame(1.0)] * 10, 20, 30)
     assert arr.shape == (20, 64) and arr.dtype == np.float32
     assert frame_problem(0, good_frame()) is None
+
+
+def test_an_integer_beyond_the_float_range_is_refused_not_raised() -> None:
+    frame = good_frame()
+    frame[4] = 10**401
+    problem = frame_problem(2, frame)
+    assert problem is not None and "frame 2, value 4: not a finite number" in problem and len(problem) < 80
+
+
+def test_a_collapsed_hand_is_refused_naming_the_frame() -> None:
+    frames = [good_frame()] * 25
+    frames[6] = [0.0] * 63 + [1.0]
+    frames[9] = [0.001] * 63 + [1.0]
+    with pytest.raises(FrameError, match=r"frame 6: its 21 landmarks lie within 0.0 mm .* 2 frame\(s\)"):
+        check_frames(frames, 20, 30)
+    real = hands.generate_pose("rock", 25, np.random.default_rng(0), handedness=1.0).tolist()
+    assert check_frames(real, 20, 30).shape == (25, 64)
 
 
 def test_frame_count_limits() -> None:

@@ -78,17 +78,60 @@ def test_idempotency_key_returns_the_original_task(service: Service) -> None:
     assert sum(1 for j in jobs if j["task_id"] == first.json()["task_id"]) == 1
 
 
-@pytest.mark.parametrize("gesture", ["rock"])
-def test_resending_an_existing_gesture_refines_it(service: Service, gesture: str) -> None:
-    frames = hands.generate_recording(gesture, 60, np.random.default_rng(4), handedness=0.0).tolist()
-    r = httpx.post(f"{service.url}/train", json={"model_code": "base_v1", "gesture": gesture, "landmarks": frames})
-    body, _ = poll_like_android(service.url, r.json()["task_id"])
+def test_an_idempotency_key_answers_only_the_same_request(service: Service) -> None:
+    headers = {"Idempotency-Key": "retry-abc-2"}
+    first = post_recording(service.url, "pinch", 5, headers=headers)
+    assert first.status_code == 202
+    other_pose = post_recording(service.url, "call", 5, headers=headers)
+    assert other_pose.status_code == 422, other_pose.text
+    detail = other_pose.json()["detail"]
+    assert "already used for another request" in detail and "sample_ref" in detail and first.json()["task_id"] in detail
+    frames = hands.generate_recording("pinch", 80, np.random.default_rng(5), handedness=1.0).tolist()
+    other_route = httpx.post(
+        f"{service.url}/models/base_v1/gestures/rock/frames", json={"landmarks": frames}, headers=headers
+    )
+    assert other_route.status_code == 422 and "gesture" in other_route.json()["detail"]
+    invalid = httpx.post(
+        f"{service.url}/train", json={"model_code": "nope", "gesture": "", "landmarks": []}, headers=headers
+    )
+    assert invalid.status_code == 422 and "already used" not in invalid.json()["detail"]
+    poll_like_android(service.url, first.json()["task_id"])
+
+
+def test_a_retry_after_the_queue_was_down_queues_the_same_job(service: Service, tmp_path: Path) -> None:
+    """An API whose broker is unreachable answers 503; the same request with the same key,
+    once the queue is back, queues that job instead of answering its FAILURE."""
+    env = {**service.env, "GHOSTOUCH_BROKER_URL": "redis://127.0.0.1:1/0"}
+    down = Service(service.data_dir, env, free_port(), logs=tmp_path)
+    down.start_api()
+    try:
+        headers = {"Idempotency-Key": "queue-down-1"}
+        refused = post_recording(down.url, "three", 8, headers=headers)
+        assert refused.status_code == 503 and "retry" in refused.json()["detail"]
+    finally:
+        down.stop_all()
+    retried = post_recording(service.url, "three", 8, headers=headers)
+    assert retried.status_code == 202, retried.text
+    body, _ = poll_like_android(service.url, retried.json()["task_id"])
     assert body["status"] == "SUCCESS", body
-    assert body["result"]["label_map"] == {"paper": 0, "rock": 1, "scissors": 2}
-    assert body["result"]["refined"] is True
-    gestures = httpx.get(f"{service.url}/models/{body['result']['model_code']}/gestures").json()
-    base = httpx.get(f"{service.url}/models/base_v1/gestures").json()
-    assert gestures[1]["frames"] == base[1]["frames"] + 60
+
+
+@pytest.mark.parametrize("sent", ["rock", " rock "])
+def test_a_name_the_model_already_has_ends_duplicate_and_changes_nothing(service: Service, sent: str) -> None:
+    """The apps append the name they sent at index max + 1, so a name the parent already has
+    must not come back as SUCCESS: that model would have no output at the index the app
+    expects. Not even `allow_duplicate` (a second output cannot share a name)."""
+    frames = hands.generate_recording("ok", 60, np.random.default_rng(4), handedness=0.0).tolist()
+    body = {"model_code": "base_v1", "gesture": sent, "landmarks": frames, "allow_duplicate": True}
+    r = httpx.post(f"{service.url}/train", json=body)
+    status, _ = poll_like_android(service.url, r.json()["task_id"])
+    assert status["status"] == "DUPLICATE", status
+    assert "already has a gesture named 'rock'" in status["error_info"]
+    assert "/models/base_v1/gestures/" in status["error_info"]
+    assert status["error_detail"]["duplicate"]["existing_gesture"] == "rock"
+    assert status["result"] is None
+    jobs = httpx.get(f"{service.url}/models/base_v1/jobs").json()
+    assert next(j for j in jobs if j["task_id"] == r.json()["task_id"])["child_code"] is None
 
 
 def test_a_job_whose_message_was_flushed_still_runs(service: Service, redis_url: str) -> None:

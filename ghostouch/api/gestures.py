@@ -122,6 +122,6 @@ async def add_frames(
     except FrameError as exc:
         raise bad_request(str(exc)) from None
     job = await run_in_threadpool(
-        queue_job, state, owner, model.code, name, frames, {"allow_duplicate": True}, idempotency_key
+        queue_job, state, owner, model.code, name, frames, {"allow_duplicate": True, "refine": True}, idempotency_key
     )
     return accepted(request, job["task_id"], job["status"])

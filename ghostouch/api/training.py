@@ -63,7 +63,16 @@ def clean_gesture_name(raw: str) -> str:
     for ch in name:
         if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
             raise bad_request(f"gesture: control character U+{ord(ch):04X} is not allowed in a name")
+        if unicodedata.category(ch) == "Cs":
+            raise bad_request(f"gesture: U+{ord(ch):04X} is half of a surrogate pair, not a character; send UTF-8 text")
+    if all(unicodedata.category(ch) in INVISIBLE for ch in name):
+        raise bad_request("gesture: the name has no visible character")
     return name
+
+
+# Spaces and format characters (zero-width space, direction marks): a name of nothing else shows
+# as blank in the apps.
+INVISIBLE = frozenset({"Zs", "Cf", "Mn", "Me"})
 
 
 async def read_json_body(request: Request) -> Any:
@@ -72,6 +81,8 @@ async def read_json_body(request: Request) -> Any:
         return json.loads(await request.body())
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise bad_request("body is not usable JSON: it is nested too deeply") from None
 
 
 @router.post(
@@ -99,10 +110,6 @@ async def train(
         req = TrainRequest.model_validate(body)
     except Exception as exc:
         raise bad_request(f"body must be {{model_code, gesture, landmarks}}: {exc}") from None
-    if idempotency_key:
-        previous = await run_in_threadpool(repo.find_job_by_key, state.db_url, owner, idempotency_key)
-        if previous is not None:
-            return accepted(request, previous["task_id"], previous["status"])
     gesture = clean_gesture_name(req.gesture)
     try:
         frames = check_frames(req.landmarks, MIN_FRAMES, MAX_FRAMES)
@@ -134,31 +141,64 @@ def queue_job(
     idempotency_key: str | None = None,
     kind: str = "train",
 ) -> dict[str, Any]:
-    """Store the frames, record a PENDING job and put it on the queue (503 if the queue is down)."""
-    sample_ref = repo.store_sample_set(state.db_url, state.store, frames) if frames is not None else None
-    job, created = repo.create_job(
-        state.db_url,
-        owner=owner,
-        parent_code=parent_code,
-        gesture=gesture,
-        sample_ref=sample_ref,
-        options=options,
-        idempotency_key=idempotency_key,
-        kind=kind,
-    )
-    if created:
-        try:
-            enqueue_training(state.celery, job["task_id"])
-        except Exception as exc:
-            log.exception("could not queue job %s", job["task_id"])
-            repo.set_job(
-                state.db_url,
-                job["task_id"],
-                status="FAILURE",
-                current_step="failed",
-                error_info="the training queue is unavailable; please retry later",
-            )
-            raise HTTPException(503, f"the training queue is unavailable ({type(exc).__name__})") from None
+    """Store the frames, record a PENDING job and put it on the queue (503 if the queue is down).
+
+    With an `idempotency_key` this owner already used, the original job is answered instead: for
+    the same request only (422 otherwise), and queued again if the queue was down the first time.
+    """
+    request = {
+        "kind": kind,
+        "parent_code": parent_code,
+        "gesture": gesture,
+        "sample_ref": repo.sample_ref_of(frames) if frames is not None else None,
+        "options": options,
+    }
+    if idempotency_key:
+        previous = repo.find_job_by_key(state.db_url, owner, idempotency_key)
+        if previous is not None:
+            return _replay(state, previous, request, idempotency_key)
+    if frames is not None:
+        repo.store_sample_set(state.db_url, state.store, frames)
+    job, created = repo.create_job(state.db_url, owner=owner, idempotency_key=idempotency_key, **request)
+    if not created:  # the same key, sent concurrently
+        return _replay(state, job, request, str(idempotency_key))
+    _enqueue(state, job["task_id"])
+    return job
+
+
+QUEUE_DOWN = "the training queue is unavailable; please retry later"
+
+
+def _enqueue(state: ApiState, task_id: str) -> None:
+    try:
+        enqueue_training(state.celery, task_id)
+    except Exception as exc:
+        log.exception("could not queue job %s", task_id)
+        repo.set_job(
+            state.db_url,
+            task_id,
+            status="FAILURE",
+            current_step="failed",
+            error_info=QUEUE_DOWN,
+            error_detail={"queue_unavailable": True},
+        )
+        raise HTTPException(503, f"the training queue is unavailable ({type(exc).__name__}); please retry") from None
+
+
+def _replay(state: ApiState, job: dict[str, Any], request: dict[str, Any], key: str) -> dict[str, Any]:
+    """The job an idempotency key already names, for a retry of the same request."""
+    differing = sorted(name for name, value in request.items() if job[name] != value)
+    if differing:
+        raise bad_request(
+            f"Idempotency-Key {key!r} was already used for another request (task {job['task_id']}; "
+            f"this one differs in {', '.join(differing)}); send a new key for a new request"
+        )
+    if job["status"] == "FAILURE" and (job["error_detail"] or {}).get("queue_unavailable"):
+        repo.set_job(
+            state.db_url, job["task_id"], status="PENDING", current_step="queued", error_info=None, error_detail=None
+        )
+        _enqueue(state, job["task_id"])
+        job = {**job, "status": "PENDING"}
     return job
 
 

@@ -28,6 +28,9 @@ INPUT_ZERO_POINT = 128
 INPUT_MIN = (0 - INPUT_ZERO_POINT) * INPUT_SCALE
 INPUT_MAX = (255 - INPUT_ZERO_POINT) * INPUT_SCALE
 
+# The smallest span (m) of a frame's landmarks along its widest axis: a fist is about 0.08 m.
+MIN_HAND_EXTENT = 0.02
+
 # Floor of the mean squared centred coordinate (m^2) before normalization: (3 mm)^2.
 MIN_MEAN_SQUARE = 1e-5
 
@@ -45,8 +48,12 @@ def frame_problem(index: int, frame: object) -> str | None:
     for position, value in enumerate(frame):
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"frame {index}, value {position}: not a number ({value!r})"
-        if not math.isfinite(value):
-            return f"frame {index}, value {position}: not a finite number ({value!r})"
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer beyond the float range
+            finite = False
+        if not finite:
+            return f"frame {index}, value {position}: not a finite number ({str(value)[:20]})"
         if position < HANDEDNESS and abs(value) > MAX_ABS_COORDINATE:
             return (
                 f"frame {index}, value {position}: {value} m is outside ±{MAX_ABS_COORDINATE} m; "
@@ -65,7 +72,16 @@ def check_frames(frames: Sequence[object], min_frames: int, max_frames: int) -> 
         problem = frame_problem(index, frame)
         if problem:
             raise FrameError(problem)
-    return np.asarray(frames, dtype=np.float32)
+    array = np.asarray(frames, dtype=np.float32)
+    extent = np.ptp(landmarks(array), axis=1).max(axis=1)
+    collapsed = np.flatnonzero(extent < MIN_HAND_EXTENT)
+    if len(collapsed):
+        i = int(collapsed[0])
+        raise FrameError(
+            f"frame {i}: its 21 landmarks lie within {1000 * float(extent[i]):.1f} mm of each other, which is not "
+            f"a tracked hand (a hand's world landmarks span about 80-200 mm); {len(collapsed)} frame(s) like it"
+        )
+    return array
 
 
 def app_quantize(frames: npt.ArrayLike) -> npt.NDArray[np.uint8]:

@@ -183,8 +183,25 @@ def _plan_delete(ctx: WorkerContext, parent: repo.ModelInfo, gesture: str) -> Pl
 
 
 def _plan_train(ctx: WorkerContext, job: dict[str, Any], parent: repo.ModelInfo, step: Any) -> Plan | None:
-    """Parent gestures plus the new (or refined) one; None when the job ended as DUPLICATE."""
+    """Parent gestures plus the new one (or, for POST .../frames, the refined one); None when the
+    job ended as DUPLICATE: a name the parent has, or a pose it already knows."""
     gesture = job["gesture"]
+    refined = gesture in parent.labels
+    if refined and not job["options"].get("refine"):
+        # An app appends the name it sent at index max + 1 of its label map, so a name the model
+        # already has cannot come back as a new output; adding frames is an explicit request.
+        repo.set_job(
+            ctx.db_url,
+            job["task_id"],
+            status="DUPLICATE",
+            current_step="duplicate gesture",
+            error_info=(
+                f"the model already has a gesture named '{gesture}'; give the new gesture another name, "
+                f"or add frames to '{gesture}' with POST /models/{parent.code}/gestures/{{name}}/frames"
+            ),
+            error_detail={"duplicate": {"is_duplicate": True, "existing_gesture": gesture, "same_name": True}},
+        )
+        return None
     new_ref = job["sample_ref"]
     new_frames = repo.load_sample_sets(ctx.db_url, ctx.store, [new_ref])
     infos, training = _gesture_data(ctx, parent.gestures, gesture, new_ref)
@@ -206,7 +223,6 @@ def _plan_train(ctx: WorkerContext, job: dict[str, Any], parent: repo.ModelInfo,
                 error_detail={"duplicate": duplicate},
             )
             return None
-    refined = gesture in parent.labels
     if not refined:
         infos.append(repo.GestureInfo(gesture, len(infos), [new_ref], len(new_frames)))
         training.append(GestureFrames(gesture, new_frames[-ctx.settings.max_frames_per_gesture :]))

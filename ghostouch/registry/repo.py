@@ -43,10 +43,16 @@ def frames_to_bytes(frames: npt.NDArray[np.float32]) -> bytes:
     return buf.getvalue()
 
 
+def sample_ref_of(data: bytes | npt.NDArray[np.float32]) -> str:
+    """The content address of a sample set (of its stored bytes, or of the frames)."""
+    raw = data if isinstance(data, bytes) else frames_to_bytes(data)
+    return hashlib.sha256(raw).hexdigest()
+
+
 def store_sample_set(db_url: str, store: ObjectStore, frames: npt.NDArray[np.float32]) -> str:
     """Store frames once (content-addressed) and return their sha256 reference."""
     data = frames_to_bytes(frames)
-    sha = hashlib.sha256(data).hexdigest()
+    sha = sample_ref_of(data)
     key = f"samples/{sha}.npy"
     with session_scope(db_url) as s:
         if s.get(SampleSet, sha) is not None:
