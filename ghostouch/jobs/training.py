@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -190,16 +191,13 @@ def _plan_train(ctx: WorkerContext, job: dict[str, Any], parent: repo.ModelInfo,
     if refined and not job["options"].get("refine"):
         # An app appends the name it sent at index max + 1 of its label map, so a name the model
         # already has cannot come back as a new output; adding frames is an explicit request.
-        repo.set_job(
-            ctx.db_url,
+        path = f"/models/{parent.code}/gestures/{quote(gesture, safe='')}/frames"
+        _end_duplicate(
+            ctx,
             job["task_id"],
-            status="DUPLICATE",
-            current_step="duplicate gesture",
-            error_info=(
-                f"the model already has a gesture named '{gesture}'; give the new gesture another name, "
-                f"or add frames to '{gesture}' with POST /models/{parent.code}/gestures/{{name}}/frames"
-            ),
-            error_detail={"duplicate": {"is_duplicate": True, "existing_gesture": gesture, "same_name": True}},
+            f"the model already has a gesture named '{gesture}'; give the new gesture another name, "
+            f"or add frames to '{gesture}' with POST {path}",
+            {"is_duplicate": True, "existing_gesture": gesture, "same_name": True},
         )
         return None
     new_ref = job["sample_ref"]
@@ -210,23 +208,30 @@ def _plan_train(ctx: WorkerContext, job: dict[str, Any], parent: repo.ModelInfo,
         step("checking for duplicate gestures")
         duplicate = _duplicate_check(ctx, parent, gesture, new_frames, StoredFrames(ctx, parent.gestures))
         if duplicate["is_duplicate"]:
-            repo.set_job(
-                ctx.db_url,
+            _end_duplicate(
+                ctx,
                 job["task_id"],
-                status="DUPLICATE",
-                current_step="duplicate gesture",
-                error_info=(
-                    f"'{gesture}' looks like the existing gesture '{duplicate['existing_gesture']}' "
-                    f"({duplicate['similarity']:.0%} of the frames were recognized as it); "
-                    "record a different pose, or send allow_duplicate=true to train it anyway"
-                ),
-                error_detail={"duplicate": duplicate},
+                f"'{gesture}' looks like the existing gesture '{duplicate['existing_gesture']}' "
+                f"({duplicate['similarity']:.0%} of the frames were recognized as it); "
+                "record a different pose, or send allow_duplicate=true to train it anyway",
+                duplicate,
             )
             return None
     if not refined:
         infos.append(repo.GestureInfo(gesture, len(infos), [new_ref], len(new_frames)))
         training.append(GestureFrames(gesture, new_frames[-ctx.settings.max_frames_per_gesture :]))
     return Plan(infos, training, f"{parent.code} + {gesture}", {"refined": refined, "duplicate_check": duplicate})
+
+
+def _end_duplicate(ctx: WorkerContext, task_id: str, message: str, scores: dict[str, Any]) -> None:
+    repo.set_job(
+        ctx.db_url,
+        task_id,
+        status="DUPLICATE",
+        current_step="duplicate gesture",
+        error_info=message,
+        error_detail={"duplicate": scores},
+    )
 
 
 def _gesture_data(
