@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from ghostouch.config import Settings, get_settings
@@ -45,32 +43,15 @@ def _ensure_base_in_subprocess(settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ghostouch.embedded_broker import EmbeddedBroker
+    from ghostouch.supervisor import ServeProcesses
 
     settings = _apply_overrides(args)
-    broker: EmbeddedBroker | None = None
-    workers: list[subprocess.Popen[bytes]] = []
+    processes = ServeProcesses(settings, args.workers or settings.workers, lambda: _ensure_base_in_subprocess(settings))
     try:
-        if not settings.broker_url:
-            broker = EmbeddedBroker(settings.embedded_broker_socket)
-            broker.start()
-            log.info("embedded broker on %s (%s)", broker.socket_path, broker.binary)
-        _ensure_base_in_subprocess(settings)
-        for i in range(args.workers or settings.workers):
-            workers.append(subprocess.Popen(_python_cli("worker", "--name", f"serve{i}", "--no-ensure-base")))
+        processes.start()
         return _run_api(settings)
     finally:
-        for proc in workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in workers:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        if broker is not None:
-            broker.stop()
+        processes.stop()
 
 
 def _run_api(settings: Settings) -> int:

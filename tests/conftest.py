@@ -156,6 +156,16 @@ class Service:
             self.stop(name)
 
 
+def start_serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    """`ghostouch serve` as a process, its output in `log` (stop it with SIGINT, as Ctrl-C)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ghostouch.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
 def get_ok(url: str) -> bool:
     try:
         return httpx.get(url, timeout=5).status_code == 200

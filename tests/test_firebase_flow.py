@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -13,7 +11,7 @@ import numpy as np
 
 from ghostouch.engine import hands
 from ghostouch.engine.verify import LiteModel
-from tests.conftest import free_port, get_ok, poll_like_android, service_env, wait_until
+from tests.conftest import free_port, get_ok, poll_like_android, service_env, start_serve, wait_until
 from tests.gcs_fixtures import Emulator, ServiceAccount
 
 
@@ -29,12 +27,7 @@ def test_serve_with_firebase_storage(tmp_path: Path, gcs_emulator: Emulator, ser
             "STORAGE_EMULATOR_HOST": gcs_emulator.url,
         }
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ghostouch.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=(tmp_path / "serve.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_serve(env, port, tmp_path / "serve.log")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: get_ok(f"{url}/readyz"), 180, "serve with Firebase storage never became ready")

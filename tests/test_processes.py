@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 import redis
 
 from ghostouch.engine import hands
-from tests.conftest import Service, free_port, get_ok, poll_like_android, service_env, wait_until
+from tests.conftest import Service, free_port, get_ok, poll_like_android, service_env, start_serve, wait_until
 
 
 def post_recording(url: str, pose: str, seed: int, **extra: object) -> httpx.Response:
@@ -27,12 +25,7 @@ def post_recording(url: str, pose: str, seed: int, **extra: object) -> httpx.Res
 def test_embedded_serve_trains_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
     env = service_env(tmp_path / "data", None, port)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ghostouch.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=(tmp_path / "serve.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_serve(env, port, tmp_path / "serve.log")
     try:
         url = f"http://127.0.0.1:{port}"
 

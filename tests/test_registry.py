@@ -176,3 +176,42 @@ def test_first_migrations_of_processes_starting_together(kind: str, tmp_path: Pa
     finally:
         if gen is not None:
             next(gen, None)
+
+
+def _running_job(db_url: str, claimant: str) -> str:
+    job, _ = repo.create_job(db_url, owner="anonymous", parent_code="base_v1", gesture="g", sample_ref=None, options={})
+    assert repo.claim_job(db_url, job["task_id"], claimant, 60, lambda _c: False)
+    return str(job["task_id"])
+
+
+def test_a_running_job_is_claimed_again_only_when_its_worker_is_gone(db_url: str) -> None:
+    task_id = _running_job(db_url, "host:1")
+    never_gone = lambda _c: False  # noqa: E731
+    assert not repo.claim_job(db_url, task_id, "host:2", 60, never_gone)  # running elsewhere
+    assert not repo.claim_job(db_url, task_id, "host:2", 60, lambda c: c == "host:3")
+    assert repo.claim_job(db_url, task_id, "host:2", 60, lambda c: c == "host:1")  # its claimant died
+    assert not repo.claim_job(db_url, task_id, "host:3", 60, lambda c: c == "host:1")  # now host:2's
+    repo.heartbeat(db_url, task_id, "host:2")
+    assert not repo.claim_job(db_url, task_id, "host:3", 60, never_gone)
+    assert repo.claim_job(db_url, task_id, "host:3", 0, never_gone)  # no heartbeat for 0 s: stale
+    job = repo.get_job(db_url, task_id)
+    assert job is not None and job["status"] == "PROGRESS" and job["attempts"] == 3
+    repo.set_job(db_url, task_id, status="SUCCESS")
+    assert not repo.claim_job(db_url, task_id, "host:4", 0, lambda _c: True)  # finished stays finished
+
+
+def test_abandoned_jobs_go_back_to_the_queue_until_they_stopped_too_many_workers(db_url: str) -> None:
+    alive, dead = _running_job(db_url, "host:10"), _running_job(db_url, "host:11")
+    gone = lambda c: c == "host:11"  # noqa: E731
+    assert repo.release_abandoned_jobs(db_url, 60, gone, max_attempts=3) == [dead]
+    released = repo.get_job(db_url, dead)
+    assert released is not None and released["status"] == "PENDING" and "worker stopped" in released["current_step"]
+    still = repo.get_job(db_url, alive)
+    assert still is not None and still["status"] == "PROGRESS"
+    for attempt in (2, 3):  # claimed and abandoned again, twice
+        assert repo.claim_job(db_url, dead, f"host:{20 + attempt}", 60, gone)
+        released_ids = repo.release_abandoned_jobs(db_url, 60, lambda c: c.startswith("host:2"), max_attempts=3)
+        assert released_ids == ([dead] if attempt < 3 else [])
+    final = repo.get_job(db_url, dead)
+    assert final is not None and final["status"] == "FAILURE" and "stopped its worker 3 times" in final["error_info"]
+    assert repo.release_abandoned_jobs(db_url, 0, lambda _c: False, max_attempts=3) == [alive]  # stale heartbeat

@@ -23,6 +23,9 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A new pool process imports TensorFlow and traces the training graph before it reports
+        # up (5-15 s on two busy cores); Celery's default of 4 s killed replacements in a loop.
+        worker_proc_alive_timeout=60.0,
         worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,

@@ -15,14 +15,12 @@ from ghostouch.config import Settings
 from ghostouch.engine.duplicates import check_duplicate
 from ghostouch.engine.trainer import EngineConfig, GestureFrames, train_gesture_model
 from ghostouch.engine.verify import LiteModel, ModelCheckFailed
+from ghostouch.jobs import recovery
 from ghostouch.publishing import publish_model
 from ghostouch.registry import repo
 from ghostouch.storage import ObjectStore, StorageError, build_store
 
 log = logging.getLogger(__name__)
-
-# A job in PROGRESS without any update for this long lost its worker and may be run again.
-STALE_JOB_SECONDS = 600.0
 
 
 class JobFailed(Exception):
@@ -69,9 +67,15 @@ def run_training_job(ctx: WorkerContext, task_id: str, engine_config: EngineConf
     job = repo.get_job(ctx.db_url, task_id)
     if job is None:
         raise LookupError(f"job {task_id} is not in the registry")
-    if not repo.claim_job(ctx.db_url, task_id, stale_after_s=STALE_JOB_SECONDS):
+    me = recovery.this_process()
+    if not repo.claim_job(ctx.db_url, task_id, me, recovery.STALE_JOB_SECONDS, recovery.is_abandoned):
         log.info("job %s is finished or being run by another worker; skipping", task_id)
         return
+    with recovery.heartbeat(ctx.db_url, task_id, me):
+        _run_claimed(ctx, task_id, job, engine_config)
+
+
+def _run_claimed(ctx: WorkerContext, task_id: str, job: dict[str, Any], engine_config: EngineConfig | None) -> None:
 
     clock = StepClock()
 

@@ -9,8 +9,8 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_ready
 
 from ghostouch.config import Settings, get_settings
-from ghostouch.jobs.celery_app import TRAIN_TASK, enqueue_training, make_celery
-from ghostouch.registry import repo
+from ghostouch.jobs.celery_app import TRAIN_TASK, make_celery
+from ghostouch.jobs.recovery import requeue_lost_jobs, start_sweeper
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +38,16 @@ def _warm_up(**_: Any) -> None:
         log.exception("warm-up failed")
 
 
-def requeue_lost_jobs(celery: Celery, settings: Settings) -> list[str]:
-    """Queue again the jobs still PENDING after `requeue_after_seconds` (a broker flush or crash may
-    have lost their messages); claiming in `run_training_job` makes repeated messages harmless."""
-    task_ids = repo.pending_jobs_older_than(settings.resolved_database_url, settings.requeue_after_seconds)
-    for task_id in task_ids:
-        enqueue_training(celery, task_id)
-    return task_ids
-
-
 @worker_ready.connect
-def _requeue_on_start(**_: Any) -> None:
+def _recover_on_start(**_: Any) -> None:
+    settings = get_settings()
     try:
-        requeued = requeue_lost_jobs(app, get_settings())
+        requeued = requeue_lost_jobs(app, settings)
         if requeued:
-            log.info("re-queued %d pending job(s) whose messages may have been lost", len(requeued))
-    except Exception:  # pragma: no cover - best effort; the jobs stay PENDING and visible
-        log.exception("could not re-queue pending jobs")
+            log.info("re-queued %d job(s) whose messages or workers were lost", len(requeued))
+    except Exception:  # pragma: no cover - best effort; the sweeper and the next start try again
+        log.exception("could not re-queue lost jobs")
+    start_sweeper(app, settings)
 
 
 app = build_worker_app(get_settings())

@@ -6,8 +6,9 @@ import hashlib
 import io
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,9 @@ from sqlalchemy.orm import Session, selectinload
 from ghostouch.registry.db import session_scope
 from ghostouch.registry.schema import Gesture, Job, ModelVersion, SampleSet, utcnow
 from ghostouch.storage import ObjectStore
+
+# Whether the worker process named by a job's `claimed_by` ("host:pid") is known to be gone.
+Abandoned = Callable[[str], bool]
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SYSTEM_OWNER = "system"
@@ -268,21 +272,65 @@ def set_job(db_url: str, task_id: str, **fields: Any) -> None:
         update_job(s, task_id, **fields)
 
 
-def claim_job(db_url: str, task_id: str, stale_after_s: float) -> bool:
-    """Atomically take a job for this worker: PENDING, or PROGRESS abandoned for `stale_after_s`.
+def claim_job(db_url: str, task_id: str, claimant: str, stale_after_s: float, abandoned: Abandoned) -> bool:
+    """Atomically take a job for the worker process `claimant`: PENDING, or PROGRESS abandoned
+    (no heartbeat for `stale_after_s`, or its claimant is a process `abandoned` says is gone).
 
     Redelivered or re-queued messages for a job that is finished or running elsewhere lose the
     race here, so no job is ever trained twice at the same time.
     """
-    stale_before = utcnow() - timedelta(seconds=stale_after_s)
     with session_scope(db_url) as s:
-        claimable = or_(Job.status == "PENDING", and_(Job.status == "PROGRESS", Job.updated_at < stale_before))
+        job = s.get(Job, task_id)
+        if job is None:
+            return False
+        claimable = or_(
+            Job.status == "PENDING", and_(Job.status == "PROGRESS", Job.updated_at < _stale_before(stale_after_s))
+        )
+        if job.status == "PROGRESS" and job.claimed_by and abandoned(job.claimed_by):
+            claimable = or_(claimable, and_(Job.status == "PROGRESS", Job.claimed_by == job.claimed_by))
         result = s.execute(
             update(Job)
             .where(Job.task_id == task_id, claimable)
-            .values(status="PROGRESS", current_step="starting", attempts=Job.attempts + 1, updated_at=utcnow())
+            .values(
+                status="PROGRESS",
+                current_step="starting",
+                claimed_by=claimant,
+                attempts=Job.attempts + 1,
+                updated_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)  # a compare-and-set in SQL, not on `job`
         )
         return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def heartbeat(db_url: str, task_id: str, claimant: str) -> None:
+    """Mark a running job as alive (its claimant is still working on it)."""
+    with session_scope(db_url) as s:
+        s.execute(
+            update(Job)
+            .where(Job.task_id == task_id, Job.status == "PROGRESS", Job.claimed_by == claimant)
+            .values(updated_at=utcnow())
+        )
+
+
+def release_abandoned_jobs(db_url: str, stale_after_s: float, abandoned: Abandoned, max_attempts: int) -> list[str]:
+    """Jobs left in PROGRESS by a worker that died go back to PENDING (their task ids are
+    returned, to be queued again); one that has already stopped `max_attempts` workers ends as
+    FAILURE instead, so a job that kills its worker cannot do so forever."""
+    released = []
+    with session_scope(db_url) as s:
+        running = s.scalars(select(Job).where(Job.status == "PROGRESS")).all()
+        for job in running:
+            stale = _as_utc(job.updated_at) < _stale_before(stale_after_s)
+            if not (stale or (job.claimed_by and abandoned(job.claimed_by))):
+                continue
+            if job.attempts >= max_attempts:
+                job.status, job.current_step = "FAILURE", "failed"
+                job.error_info = f"the job stopped its worker {job.attempts} times; it was not retried again"
+            else:
+                job.status, job.current_step, job.claimed_by = "PENDING", "queued again (its worker stopped)", None
+                released.append(job.task_id)
+    return released
 
 
 def pending_jobs_older_than(db_url: str, seconds: float) -> list[str]:
@@ -290,6 +338,15 @@ def pending_jobs_older_than(db_url: str, seconds: float) -> list[str]:
     cutoff = utcnow() - timedelta(seconds=seconds)
     with session_scope(db_url) as s:
         return list(s.scalars(select(Job.task_id).where(Job.status == "PENDING", Job.created_at < cutoff)))
+
+
+def _stale_before(seconds: float) -> datetime:
+    return utcnow() - timedelta(seconds=seconds)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes (stored as UTC), PostgreSQL aware ones."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def jobs_of_model(db_url: str, code: str) -> list[dict[str, Any]]:

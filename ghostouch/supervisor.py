@@ -1,0 +1,103 @@
+"""What `ghostouch serve` runs beside the API, kept running: the embedded broker and the workers.
+
+A worker or broker that exits while the service is up is started again (after a short pause if it
+keeps dying), so one machine needs no outside supervisor. The embedded broker keeps nothing on
+disk, so whenever it (re)starts, every job still PENDING is queued again, and jobs whose worker
+died go back to the queue (`jobs.recovery`).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from ghostouch.config import Settings
+from ghostouch.embedded_broker import EmbeddedBroker
+
+log = logging.getLogger("ghostouch")
+
+CHECK_SECONDS = 2.0
+RESTART_PAUSE_SECONDS = 10.0  # before a restart of something that died within a minute of starting
+
+
+class ServeProcesses:
+    def __init__(self, settings: Settings, n_workers: int, before_workers: Callable[[], None]) -> None:
+        self.settings = settings
+        self.n_workers = n_workers
+        self.before_workers = before_workers  # e.g. provision base_v1
+        self.broker = None if settings.broker_url else EmbeddedBroker(settings.embedded_broker_socket)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.started_at: list[float] = []
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.broker is not None:
+            self.broker.start()
+            log.info("embedded broker on %s (%s)", self.broker.socket_path, self.broker.binary)
+        self.before_workers()
+        if self.broker is not None:
+            self._requeue_everything_pending()
+        for i in range(self.n_workers):
+            self.workers.append(self._start_worker(i))
+            self.started_at.append(time.monotonic())
+        self._watcher = threading.Thread(target=self._watch, name="serve-supervisor", daemon=True)
+        self._watcher.start()
+
+    def _start_worker(self, i: int) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "ghostouch.cli", "worker", "--name", f"serve{i}", "--no-ensure-base"]
+        return subprocess.Popen(command)
+
+    def _requeue_everything_pending(self) -> None:
+        from ghostouch.jobs.celery_app import make_celery
+        from ghostouch.jobs.recovery import requeue_lost_jobs
+
+        requeued = requeue_lost_jobs(make_celery(self.settings), self.settings, pending_after_s=0)
+        if requeued:
+            log.info("queued %d unfinished job(s) again (the embedded broker starts empty)", len(requeued))
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(CHECK_SECONDS):
+            try:
+                self.check()
+            except Exception:  # pragma: no cover - keep supervising; the next check tries again
+                log.exception("supervision check failed")
+
+    def check(self) -> None:
+        """Start again whatever died (called every CHECK_SECONDS)."""
+        broker_process = self.broker.process if self.broker is not None else None
+        if self.broker is not None and broker_process is not None and broker_process.poll() is not None:
+            log.error("embedded broker exited with code %s; starting it again", broker_process.returncode)
+            self.broker.start()
+            self.restarts += 1
+            self._requeue_everything_pending()
+        for i, proc in enumerate(self.workers):
+            if proc.poll() is None or self._stopping.is_set():
+                continue
+            log.error("worker %d exited with code %s; starting it again", i, proc.returncode)
+            if time.monotonic() - self.started_at[i] < 60 and self._stopping.wait(RESTART_PAUSE_SECONDS):
+                return
+            self.workers[i] = self._start_worker(i)
+            self.started_at[i] = time.monotonic()
+            self.restarts += 1
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=RESTART_PAUSE_SECONDS + 5)
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 15
+        for proc in self.workers:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self.broker is not None:
+            self.broker.stop()

@@ -1,0 +1,105 @@
+"""Lost work is found again: jobs whose queue message or worker died, and `serve`'s own processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+
+from ghostouch.config import Settings
+from ghostouch.registry import repo
+from tests.conftest import free_port, get_ok, poll_like_android, service_env, start_serve, wait_until
+from tests.test_processes import post_recording
+
+# Run with the service's environment: a job recorded as PENDING whose queue message is gone,
+# as after a restart of the embedded broker (which keeps nothing on disk).
+ORPHAN_JOB = """
+import numpy as np
+from ghostouch.config import get_settings
+from ghostouch.engine import hands
+from ghostouch.registry import repo
+from ghostouch.registry.db import migrate
+from ghostouch.storage import build_store
+settings = get_settings()
+migrate(settings.resolved_database_url)
+frames = hands.generate_recording("four", 80, np.random.default_rng(7), handedness=1.0)
+ref = repo.store_sample_set(settings.resolved_database_url, build_store(settings.storage_settings()), frames)
+job, _ = repo.create_job(settings.resolved_database_url, owner="anonymous", parent_code="base_v1", gesture="four",
+                         sample_ref=ref, options={"allow_duplicate": True})
+print(job["task_id"])
+"""
+
+
+def _cmd(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # exited, or a zombie not reaped yet
+        return ""
+
+
+def _worker_processes(serve: psutil.Process) -> list[psutil.Process]:
+    """The worker's main process and its pool processes."""
+    mains = [c for c in serve.children() if " worker " in _cmd(c)]
+    return [p for main in mains for p in (main, *main.children(recursive=True))]
+
+
+def _kill_when_running(url: str, db_url: str, task_id: str, victims: object) -> None:
+    """SIGKILL what `victims()` names as soon as the job is PROGRESS."""
+    wait_until(lambda: httpx.get(f"{url}/status/{task_id}").json()["status"] == "PROGRESS", 60, "job never ran")
+    for process in victims():  # type: ignore[operator]
+        os.kill(process.pid, signal.SIGKILL)
+    job = repo.get_job(db_url, task_id)
+    assert job is not None and job["status"] == "PROGRESS", "the job finished before its worker was killed"
+
+
+def test_serve_recovers_lost_messages_killed_workers_and_a_dead_broker(tmp_path: Path) -> None:
+    port, data = free_port(), tmp_path / "data"
+    env = service_env(data, None, port)
+    db_url = Settings(data_dir=data).resolved_database_url
+    made = subprocess.run([sys.executable, "-c", ORPHAN_JOB], env=env, capture_output=True, text=True, check=True)
+    orphan = made.stdout.split()[-1]
+    proc = start_serve(env, port, tmp_path / "serve.log")
+    url = f"http://127.0.0.1:{port}"
+    serve = psutil.Process(proc.pid)
+    try:
+        wait_until(lambda: get_ok(f"{url}/readyz"), 180, "embedded serve never became ready")
+        # 1. A PENDING job younger than the re-queue age, its message lost: queued at start.
+        body, _ = poll_like_android(url, orphan, timeout=120)
+        assert body["status"] == "SUCCESS", body
+
+        # 2. The pool process running a job is killed: Celery redelivers, the job is claimed again.
+        task = post_recording(url, "call", 11).json()["task_id"]
+        pool = lambda: [p for p in _worker_processes(serve) if p.pid != _worker_processes(serve)[0].pid]  # noqa: E731
+        _kill_when_running(url, db_url, task, pool)
+        body, _ = poll_like_android(url, task, timeout=180)
+        assert body["status"] == "SUCCESS", body
+        job = repo.get_job(db_url, task)
+        assert job is not None and job["attempts"] == 2
+
+        # 3. The whole worker dies mid-job: serve starts a new one, which finds the job abandoned.
+        task = post_recording(url, "three", 12).json()["task_id"]
+        _kill_when_running(url, db_url, task, lambda: _worker_processes(serve))
+        body, _ = poll_like_android(url, task, timeout=240)
+        assert body["status"] == "SUCCESS", body
+
+        # 4. The embedded broker dies: serve starts it again and new jobs run.
+        broker = next(c for c in serve.children() if "redis-server" in _cmd(c))
+        broker.kill()
+        wait_until(
+            lambda: any("redis-server" in _cmd(c) and c.pid != broker.pid for c in serve.children()),
+            30,
+            "the broker was not started again",
+        )
+        wait_until(lambda: get_ok(f"{url}/readyz"), 120, "not ready again after the broker restart")
+        task = post_recording(url, "pinch", 13).json()["task_id"]
+        body, _ = poll_like_android(url, task, timeout=180)
+        assert body["status"] == "SUCCESS", body
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    assert proc.returncode is not None
