@@ -116,11 +116,14 @@ def test_unknown_task_is_404(service: Service) -> None:
 def test_download_links_are_signed(service: Service) -> None:
     labels = httpx.get(f"{service.url}/models/base_v1").json()
     url = labels["tflite_url"]
-    assert url.split("?")[0].endswith("/base_v1.tflite")
+    assert url.rsplit("/", 1)[1] == "base_v1.tflite" and "?" not in url  # Android's saved file name
+    base, expires, sig, key = url.split("/dl/")[0], *url.split("/dl/")[1].split("/", 2)
     assert httpx.get(url).status_code == 200
-    assert httpx.get(url.replace("sig=", "sig=0")).status_code == 403
-    assert httpx.get(url.split("?")[0]).status_code == 403
-    assert httpx.get(url.replace("expires=", "expires=1")).status_code == 403
+    assert httpx.head(url).status_code == 200
+    assert httpx.get(f"{base}/dl/{expires}/0{sig}/{key}").status_code == 403
+    assert httpx.get(f"{base}/dl/1{expires}/{sig}/{key}").status_code == 403
+    assert httpx.get(f"{base}/files/{key}").status_code == 403  # unsigned
+    assert httpx.get(f"{base}/files/{key}?expires={expires}&sig={sig}").status_code == 200  # earlier links
 
 
 def test_base_v1_label_map(service: Service) -> None:

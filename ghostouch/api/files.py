@@ -13,14 +13,25 @@ from ghostouch.storage import LinkError, LinkExpired, LocalObjectStore, ObjectNo
 router = APIRouter(tags=["downloads"])
 
 
-@router.get("/files/{key:path}", response_class=FileResponse)
+@router.api_route("/dl/{expires}/{sig}/{key:path}", methods=["GET", "HEAD"], response_class=FileResponse)
+def signed_download(key: str, expires: str, sig: str, state: Annotated[ApiState, Depends(get_state)]) -> FileResponse:
+    """A stored model file or label map, as linked from `/status` and `/models` (signed links
+    carry their expiry and signature in the path, so the last segment is the file name)."""
+    return _serve(state, key, expires, sig)
+
+
+@router.api_route("/files/{key:path}", methods=["GET", "HEAD"], response_class=FileResponse)
 def download(
     key: str,
     state: Annotated[ApiState, Depends(get_state)],
     expires: str | None = None,
     sig: str | None = None,
 ) -> FileResponse:
-    """A stored model file or label map, as linked from `/status` and `/models`."""
+    """A stored file by a public link, or by a signed link of the earlier form (`?expires=&sig=`)."""
+    return _serve(state, key, expires, sig)
+
+
+def _serve(state: ApiState, key: str, expires: str | None, sig: str | None) -> FileResponse:
     store = state.store
     if not isinstance(store, LocalObjectStore):
         raise HTTPException(404, "files are served by the storage backend, not by this API")

@@ -17,6 +17,8 @@ from ghostouch.storage.retry import RetryPolicy
 from ghostouch.storage.settings import StorageSettings
 from ghostouch.storage.signing import LinkInvalid, sign_path, verify_link
 
+SIGNED_PREFIX = "dl"  # signed links: /dl/{expires}/{sig}/{key}; public ones: /files/{key}
+
 # Temporary files carry a '~', which no valid key segment can contain, so they never show
 # up in listings and can never collide with an object.
 _TMP_SUFFIX = "~tmp"
@@ -206,4 +208,6 @@ class LocalObjectStore(ObjectStore):
         if self._public_links:
             return base
         expires, sig = sign_path(key, self._secret, self._ttl, now=self._clock())
-        return f"{base}?expires={expires}&sig={sig}"
+        # The signature goes in the path, so the last segment is the file name: Android saves
+        # the download under everything after the URL's last "/".
+        return f"{self._public_url}/{SIGNED_PREFIX}/{expires}/{sig}/{key}"

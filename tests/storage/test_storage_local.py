@@ -7,7 +7,7 @@ import hashlib
 import os
 import threading
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
 import pytest
 
@@ -190,11 +190,10 @@ def test_signed_download_url(tmp_path: Path) -> None:
     store = make_store(tmp_path, link_ttl_seconds=600)
     url = store.download_url("users/u1/models/hand.tflite")
     parsed = urlparse(url)
-    assert f"{parsed.scheme}://{parsed.netloc}" == BASE_URL
-    assert parsed.path == "/files/users/u1/models/hand.tflite"
-    assert parsed.path.rsplit("/", 1)[1] == "hand.tflite"
-    query = parse_qs(parsed.query)
-    expires, sig = query["expires"][0], query["sig"][0]
+    assert f"{parsed.scheme}://{parsed.netloc}" == BASE_URL and not parsed.query
+    assert url.rsplit("/", 1)[1] == "hand.tflite"  # what Android names the saved file
+    prefix, expires, sig, key = parsed.path.lstrip("/").split("/", 3)
+    assert prefix == "dl" and key == "users/u1/models/hand.tflite"
     verify_link("users/u1/models/hand.tflite", expires, sig, SECRET)
     store.authorize_download("users/u1/models/hand.tflite", expires, sig)
     with pytest.raises(LinkInvalid):
@@ -214,12 +213,12 @@ def test_signed_link_expires_with_store_clock(tmp_path: Path) -> None:
         link_ttl_seconds=60,
         clock=lambda: now[0],
     )
-    query = parse_qs(urlparse(store.download_url("a.bin")).query)
-    assert query["expires"] == ["1000060"]
-    store.authorize_download("a.bin", query["expires"][0], query["sig"][0])
+    _, expires, sig, _ = urlparse(store.download_url("a.bin")).path.lstrip("/").split("/", 3)
+    assert expires == "1000060"
+    store.authorize_download("a.bin", expires, sig)
     now[0] += 60
     with pytest.raises(LinkExpired):
-        store.authorize_download("a.bin", query["expires"][0], query["sig"][0])
+        store.authorize_download("a.bin", expires, sig)
 
 
 def test_public_download_url(tmp_path: Path) -> None:
