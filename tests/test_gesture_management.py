@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -81,3 +83,20 @@ def test_chunked_oversized_body_is_refused(service: Service) -> None:
         headers={"content-type": "application/json"},
     )
     assert r.status_code == 413
+
+
+def test_any_stored_name_can_be_managed_by_url(service: Service) -> None:
+    """A name with "/" (percent-encoded in the URL) or sent in another Unicode normal form
+    still reaches its gesture; validation errors are one string like every other error."""
+    code = _child_with_call(service)
+    r = httpx.post(f"{service.url}/models/{code}/gestures/call/rename", json={"new_name": "call/café"})
+    assert r.status_code == 201, r.text
+    renamed = r.json()["model_code"]
+    decomposed = quote(unicodedata.normalize("NFD", "call/café"), safe="")
+    r = httpx.post(f"{service.url}/models/{renamed}/gestures/{decomposed}/rename", json={"new_name": "call"})
+    assert r.status_code == 201, r.text
+    assert r.json()["label_map"]["call"] == 3
+    r = httpx.post(f"{service.url}/models/{renamed}/gestures/{decomposed}/rename", json={"name": "x"})
+    assert r.status_code == 422 and r.json()["detail"] == "new_name: field required"
+    r = httpx.post(f"{service.url}/models/{renamed}/gestures/{decomposed}/frames", content=b"{oops")
+    assert r.status_code == 422 and isinstance(r.json()["detail"], str)

@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
 from ghostouch.api import files, gestures, health, models, training
+from ghostouch.api.errors import validation_error
 from ghostouch.api.limits import BodySizeLimit
 from ghostouch.api.state import ApiState
 from ghostouch.config import MAX_BODY_BYTES, Settings, get_settings
@@ -39,5 +41,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for module in (training, models, gestures, files, health):
         app.include_router(module.router)
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     return app

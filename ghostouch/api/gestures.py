@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
@@ -35,6 +36,8 @@ class FramesRequest(BaseModel):
 
 
 def _gesture(model: repo.ModelInfo, name: str) -> repo.GestureInfo:
+    """The gesture a URL names (percent-encoded, so "/" may be part of a name), as stored: NFC."""
+    name = unicodedata.normalize("NFC", name)
     for g in model.gestures:
         if g.name == name:
             return g
@@ -67,7 +70,7 @@ def _rename(state: ApiState, model: repo.ModelInfo, owner: str, old: str, new: s
     return created
 
 
-@router.post("/{name}/rename", status_code=201, responses={404: {}, 409: {}, 422: {}})
+@router.post("/{name:path}/rename", status_code=201, responses={404: {}, 409: {}, 422: {}})
 async def rename_gesture(
     code: str,
     name: str,
@@ -77,7 +80,7 @@ async def rename_gesture(
 ) -> dict[str, Any]:
     """A new version whose gesture `name` is called `new_name`; same model file, same indices."""
     model = visible_model(state, code, owner)
-    _gesture(model, name)
+    name = _gesture(model, name).name
     new = clean_gesture_name(body.new_name)
     if new in model.labels:
         raise HTTPException(409, f"model {code} already has a gesture named {new!r}")
@@ -85,7 +88,7 @@ async def rename_gesture(
     return describe(state, created)
 
 
-@router.delete("/{name}", status_code=202, responses={404: {}, 409: {}})
+@router.delete("/{name:path}", status_code=202, responses={404: {}, 409: {}})
 async def delete_gesture(
     request: Request,
     code: str,
@@ -97,14 +100,14 @@ async def delete_gesture(
     job's result carries the new label map. (The shipped apps never delete, so the legacy rule of
     stable indices holds for everything they can trigger.)"""
     model = visible_model(state, code, owner)
-    _gesture(model, name)
+    name = _gesture(model, name).name
     if len(model.gestures) <= 2:
         raise HTTPException(409, "a model needs at least two gestures; this one would keep only one")
     job = await run_in_threadpool(queue_job, state, owner, model.code, name, None, {}, None, "delete")
     return accepted(request, job["task_id"], job["status"])
 
 
-@router.post("/{name}/frames", status_code=202, responses={404: {}, 422: {}})
+@router.post("/{name:path}/frames", status_code=202, responses={404: {}, 422: {}})
 async def add_frames(
     request: Request,
     code: str,
@@ -116,7 +119,7 @@ async def add_frames(
 ) -> JSONResponse:
     """Queue a new version where gesture `name` is retrained with these extra frames."""
     model = visible_model(state, code, owner)
-    _gesture(model, name)
+    name = _gesture(model, name).name
     try:
         frames = check_frames(body.landmarks, MIN_FRAMES, MAX_FRAMES)
     except FrameError as exc:

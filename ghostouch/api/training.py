@@ -11,9 +11,9 @@ import numpy as np
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from ghostouch.api.errors import bad_request, not_found
+from ghostouch.api.errors import bad_request, describe_errors, not_found
 from ghostouch.api.state import ApiState, current_owner, get_state
 from ghostouch.config import MAX_FRAMES, MAX_GESTURE_CHARS, MIN_FRAMES
 from ghostouch.engine.frames import FrameError, check_frames
@@ -108,8 +108,8 @@ async def train(
     body = await read_json_body(request)
     try:
         req = TrainRequest.model_validate(body)
-    except Exception as exc:
-        raise bad_request(f"body must be {{model_code, gesture, landmarks}}: {exc}") from None
+    except ValidationError as exc:
+        raise bad_request(f"body must be {{model_code, gesture, landmarks}}: {describe_errors(exc.errors())}") from None
     gesture = clean_gesture_name(req.gesture)
     try:
         frames = check_frames(req.landmarks, MIN_FRAMES, MAX_FRAMES)
