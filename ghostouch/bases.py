@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def read_csv(path: Path) -> dict[str, np.ndarray]:
             problem = frame_problem(line_no, values)
             if problem:
                 raise FrameError(f"{path}, line {line_no}: {problem.split(': ', 1)[-1]}")
-            per_label.setdefault(row[0].strip(), []).append(values)
+            # Stored as the API stores gesture names (NFC, trimmed), so routes and checks find them.
+            per_label.setdefault(unicodedata.normalize("NFC", row[0]).strip(), []).append(values)
     if len(per_label) < 2:
         raise FrameError(f"{path}: a base model needs at least two labels, found {sorted(per_label)}")
     return {k: np.asarray(v, dtype=np.float32) for k, v in per_label.items()}
@@ -154,6 +156,7 @@ def import_base(
     settings: Settings, path: Path, code: str, labels: Sequence[str] | None = None, many_hands: bool = False
 ) -> repo.ModelInfo:
     data = read_csv(path)
+    labels = [unicodedata.normalize("NFC", name).strip() for name in labels] if labels else labels
     ordered = order_labels(list(data), code, labels)
     config = MANY_HANDS_CONFIG if many_hands else EngineConfig()
     return create_base(settings, code, data, ordered, f"imported from {path.name}", config)

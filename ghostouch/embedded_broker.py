@@ -56,6 +56,7 @@ class EmbeddedBroker:
                 str(self.socket_path.parent),
             ],
             stdout=subprocess.DEVNULL,
+            process_group=0,  # stopped by its owner, not by a Ctrl-C meant for the owner
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -33,11 +33,13 @@ class ServeProcesses:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.started_at: list[float] = []
         self.restarts = 0
+        self.broker_started_at = 0.0
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
 
     def start(self) -> None:
         if self.broker is not None:
+            self.broker_started_at = time.monotonic()
             self.broker.start()
             log.info("embedded broker on %s (%s)", self.broker.socket_path, self.broker.binary)
         self.before_workers()
@@ -51,7 +53,9 @@ class ServeProcesses:
 
     def _start_worker(self, i: int) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "ghostouch.cli", "worker", "--name", f"serve{i}", "--no-ensure-base"]
-        return subprocess.Popen(command)
+        # A process group of its own: Ctrl-C in the terminal reaches `serve` alone, which then
+        # stops everything in order (instead of the watcher seeing workers die and restarting them).
+        return subprocess.Popen(command, process_group=0)
 
     def _requeue_everything_pending(self) -> None:
         from ghostouch.jobs.celery_app import make_celery
@@ -73,18 +77,28 @@ class ServeProcesses:
         broker_process = self.broker.process if self.broker is not None else None
         if self.broker is not None and broker_process is not None and broker_process.poll() is not None:
             log.error("embedded broker exited with code %s; starting it again", broker_process.returncode)
+            if self._pause_before_restart(self.broker_started_at):
+                return
+            self.broker_started_at = time.monotonic()
             self.broker.start()
             self.restarts += 1
             self._requeue_everything_pending()
         for i, proc in enumerate(self.workers):
-            if proc.poll() is None or self._stopping.is_set():
+            if proc.poll() is None:
                 continue
             log.error("worker %d exited with code %s; starting it again", i, proc.returncode)
-            if time.monotonic() - self.started_at[i] < 60 and self._stopping.wait(RESTART_PAUSE_SECONDS):
+            if self._pause_before_restart(self.started_at[i]):
                 return
             self.workers[i] = self._start_worker(i)
             self.started_at[i] = time.monotonic()
             self.restarts += 1
+
+    def _pause_before_restart(self, started_at: float) -> bool:
+        """Wait a little before restarting what died within a minute of starting (so a process
+        that cannot start does not spin); True when `serve` is stopping meanwhile."""
+        if time.monotonic() - started_at < 60:
+            return self._stopping.wait(RESTART_PAUSE_SECONDS)
+        return self._stopping.is_set()
 
     def stop(self) -> None:
         self._stopping.set()

@@ -100,7 +100,7 @@ def test_bodies_that_used_to_raise_get_422(service: Service) -> None:
     assert r.status_code == 422 and "frame 3, value 5: not a finite number" in r.json()["detail"]
     collapsed = [[0.0] * 63 + [1.0]] * 30
     r = post(service, {"model_code": "base_v1", "gesture": "g", "landmarks": collapsed})
-    assert r.status_code == 422 and "not a tracked hand" in r.json()["detail"]
+    assert r.status_code == 422 and "only 0 of 30 frames show a hand" in r.json()["detail"]
 
 
 def test_oversized_body_is_refused_early(service: Service) -> None:

@@ -55,14 +55,13 @@ def test_an_integer_beyond_the_float_range_is_refused_not_raised() -> None:
     assert problem is not None and "frame 2, value 4: not a finite number" in problem and len(problem) < 80
 
 
-def test_a_collapsed_hand_is_refused_naming_the_frame() -> None:
-    frames = [good_frame()] * 25
-    frames[6] = [0.0] * 63 + [1.0]
-    frames[9] = [0.001] * 63 + [1.0]
-    with pytest.raises(FrameError, match=r"frame 6: its 21 landmarks lie within 0.0 mm .* 2 frame\(s\)"):
-        check_frames(frames, 20, 30)
+def test_frames_without_a_hand_are_left_out_and_too_few_hands_refused() -> None:
     real = hands.generate_pose("rock", 25, np.random.default_rng(0), handedness=1.0).tolist()
-    assert check_frames(real, 20, 30).shape == (25, 64)
+    lost = [[0.0] * 63 + [1.0], [0.001] * 63 + [1.0]]  # tracking lost: zeros, or one point
+    kept = check_frames(real[:20] + lost + real[20:], 20, 30)
+    assert kept.shape == (25, 64) and np.array_equal(kept, np.asarray(real, np.float32))
+    with pytest.raises(FrameError, match=r"only 19 of 21 frames show a hand, need 20"):
+        check_frames(real[:19] + lost, 20, 30)
 
 
 def test_frame_count_limits() -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from ghostouch.registry import repo
 from ghostouch.registry.db import get_engine, migrate, session_scope
@@ -39,17 +41,40 @@ def _postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'registry.sqlite3'}"
-        migrate(url)
-        yield url
+        yield f"sqlite:///{tmp_path / 'registry.sqlite3'}"
         return
     gen = _postgres_url()
-    url = next(gen)
-    migrate(url)
-    yield url
+    yield next(gen)
     next(gen, None)
+
+
+@pytest.fixture
+def db_url(empty_db_url: str) -> str:
+    migrate(empty_db_url)
+    return empty_db_url
+
+
+def test_jobs_queued_before_revision_0002_keep_refining(empty_db_url: str) -> None:
+    """Before 0002 a training job naming a gesture its parent has refined it; jobs still
+    unfinished at the upgrade keep that meaning, finished ones are left as they were."""
+    migrate(empty_db_url, "0001")
+    row = (
+        "INSERT INTO jobs (task_id, owner, kind, parent_code, gesture, options, status, current_step, attempts, "
+        "created_at, updated_at) VALUES (:id, 'anonymous', 'train', 'base_v1', 'rock', :options, :status, 'queued', 0, "
+        ":now, :now)"
+    )
+    now = datetime.now(UTC)
+    with get_engine(empty_db_url).begin() as conn:
+        for task_id, status in (("queued", "PENDING"), ("done", "SUCCESS")):
+            conn.execute(
+                text(row), {"id": task_id, "options": '{"allow_duplicate": true}', "status": status, "now": now}
+            )
+    migrate(empty_db_url)
+    queued, done = repo.get_job(empty_db_url, "queued"), repo.get_job(empty_db_url, "done")
+    assert queued is not None and queued["options"] == {"allow_duplicate": True, "refine": True}
+    assert done is not None and done["options"] == {"allow_duplicate": True}
 
 
 @pytest.fixture
@@ -180,24 +205,35 @@ def test_first_migrations_of_processes_starting_together(kind: str, tmp_path: Pa
 
 def _running_job(db_url: str, claimant: str) -> str:
     job, _ = repo.create_job(db_url, owner="anonymous", parent_code="base_v1", gesture="g", sample_ref=None, options={})
-    assert repo.claim_job(db_url, job["task_id"], claimant, 60, lambda _c: False)
+    assert repo.claim_job(db_url, job["task_id"], claimant, 60, lambda _c: False, 3)
     return str(job["task_id"])
 
 
 def test_a_running_job_is_claimed_again_only_when_its_worker_is_gone(db_url: str) -> None:
     task_id = _running_job(db_url, "host:1")
     never_gone = lambda _c: False  # noqa: E731
-    assert not repo.claim_job(db_url, task_id, "host:2", 60, never_gone)  # running elsewhere
-    assert not repo.claim_job(db_url, task_id, "host:2", 60, lambda c: c == "host:3")
-    assert repo.claim_job(db_url, task_id, "host:2", 60, lambda c: c == "host:1")  # its claimant died
-    assert not repo.claim_job(db_url, task_id, "host:3", 60, lambda c: c == "host:1")  # now host:2's
-    repo.heartbeat(db_url, task_id, "host:2")
-    assert not repo.claim_job(db_url, task_id, "host:3", 60, never_gone)
-    assert repo.claim_job(db_url, task_id, "host:3", 0, never_gone)  # no heartbeat for 0 s: stale
+    assert not repo.claim_job(db_url, task_id, "host:2", 60, never_gone, 5)  # running elsewhere
+    assert not repo.claim_job(db_url, task_id, "host:2", 60, lambda c: c == "host:3", 5)
+    assert repo.claim_job(db_url, task_id, "host:2", 60, lambda c: c == "host:1", 5)  # its claimant died
+    assert not repo.claim_job(db_url, task_id, "host:3", 60, lambda c: c == "host:1", 5)  # now host:2's
+    assert repo.heartbeat(db_url, task_id, "host:2") and not repo.heartbeat(db_url, task_id, "host:1")
+    assert not repo.claim_job(db_url, task_id, "host:3", 60, never_gone, 5)
+    assert repo.claim_job(db_url, task_id, "host:3", 0, never_gone, 5)  # no heartbeat for 0 s: stale
     job = repo.get_job(db_url, task_id)
     assert job is not None and job["status"] == "PROGRESS" and job["attempts"] == 3
-    repo.set_job(db_url, task_id, status="SUCCESS")
-    assert not repo.claim_job(db_url, task_id, "host:4", 0, lambda _c: True)  # finished stays finished
+    with pytest.raises(repo.JobTakenOver):  # the worker that lost it can no longer write to it
+        repo.set_job(db_url, task_id, "host:2", status="SUCCESS")
+    repo.set_job(db_url, task_id, "host:3", status="SUCCESS")
+    assert not repo.claim_job(db_url, task_id, "host:4", 0, lambda _c: True, 5)  # finished stays finished
+
+
+def test_a_job_that_keeps_killing_its_worker_fails_even_when_redelivered_at_once(db_url: str) -> None:
+    task_id = _running_job(db_url, "host:1")
+    for n in (2, 3):  # the broker redelivers as soon as the worker dies; the next one claims it
+        assert repo.claim_job(db_url, task_id, f"host:{n}", 60, lambda c, n=n: c == f"host:{n - 1}", 3)
+    assert not repo.claim_job(db_url, task_id, "host:4", 60, lambda c: c == "host:3", 3)
+    job = repo.get_job(db_url, task_id)
+    assert job is not None and job["status"] == "FAILURE" and "stopped its worker 3 times" in job["error_info"]
 
 
 def test_abandoned_jobs_go_back_to_the_queue_until_they_stopped_too_many_workers(db_url: str) -> None:
@@ -209,9 +245,27 @@ def test_abandoned_jobs_go_back_to_the_queue_until_they_stopped_too_many_workers
     still = repo.get_job(db_url, alive)
     assert still is not None and still["status"] == "PROGRESS"
     for attempt in (2, 3):  # claimed and abandoned again, twice
-        assert repo.claim_job(db_url, dead, f"host:{20 + attempt}", 60, gone)
+        assert repo.claim_job(db_url, dead, f"host:{20 + attempt}", 60, gone, 3)
         released_ids = repo.release_abandoned_jobs(db_url, 60, lambda c: c.startswith("host:2"), max_attempts=3)
         assert released_ids == ([dead] if attempt < 3 else [])
     final = repo.get_job(db_url, dead)
     assert final is not None and final["status"] == "FAILURE" and "stopped its worker 3 times" in final["error_info"]
     assert repo.release_abandoned_jobs(db_url, 0, lambda _c: False, max_attempts=3) == [alive]  # stale heartbeat
+
+
+def test_a_release_racing_a_new_claim_changes_nothing(db_url: str) -> None:
+    """Between a sweeper's read and its write another worker claims the job: the release is a
+    compare-and-set on what the sweeper saw, so the new claim stands."""
+    task_id = _running_job(db_url, "host:1")
+    raced: list[bool] = []
+
+    def gone_and_raced(claimant: str) -> bool:
+        if claimant == "host:1" and not raced:
+            raced.append(True)
+            assert repo.claim_job(db_url, task_id, "host:2", 60, lambda c: c == "host:1", 3)
+        return claimant == "host:1"
+
+    assert repo.release_abandoned_jobs(db_url, 60, gone_and_raced, max_attempts=3) == [] and raced
+    job = repo.get_job(db_url, task_id)
+    assert job is not None and job["status"] == "PROGRESS" and job["attempts"] == 2
+    assert repo.heartbeat(db_url, task_id, "host:2")

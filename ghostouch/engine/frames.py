@@ -65,7 +65,11 @@ def frame_problem(index: int, frame: object) -> str | None:
 
 
 def check_frames(frames: Sequence[object], min_frames: int, max_frames: int) -> Frames:
-    """Validate raw JSON frames and return them as a float32 [n, 64] array."""
+    """Validate raw JSON frames and return those that show a hand as a float32 [n, 64] array.
+
+    Frames whose landmarks all lie within MIN_HAND_EXTENT of each other (an app filling its
+    buffer while tracking was lost, zeros) carry no pose and are left out; fewer than
+    `min_frames` left is an error."""
     if not min_frames <= len(frames) <= max_frames:
         raise FrameError(f"landmarks: got {len(frames)} frames, need between {min_frames} and {max_frames}")
     for index, frame in enumerate(frames):
@@ -73,15 +77,19 @@ def check_frames(frames: Sequence[object], min_frames: int, max_frames: int) -> 
         if problem:
             raise FrameError(problem)
     array = np.asarray(frames, dtype=np.float32)
-    extent = np.ptp(landmarks(array), axis=1).max(axis=1)
-    collapsed = np.flatnonzero(extent < MIN_HAND_EXTENT)
-    if len(collapsed):
-        i = int(collapsed[0])
+    hand = array[hand_extent(array) >= MIN_HAND_EXTENT]
+    if len(hand) < min_frames:
         raise FrameError(
-            f"frame {i}: its 21 landmarks lie within {1000 * float(extent[i]):.1f} mm of each other, which is not "
-            f"a tracked hand (a hand's world landmarks span about 80-200 mm); {len(collapsed)} frame(s) like it"
+            f"landmarks: only {len(hand)} of {len(array)} frames show a hand, need {min_frames}; the others have all "
+            f"21 landmarks within {1000 * MIN_HAND_EXTENT:.0f} mm of each other (a hand's world landmarks span about "
+            "80-200 mm), as when tracking is lost: send only frames in which the hand was tracked"
         )
-    return array
+    return hand
+
+
+def hand_extent(frames: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """[n] span (m) of each frame's landmarks along its widest axis."""
+    return np.ptp(landmarks(frames), axis=1).max(axis=1).astype(np.float32)
 
 
 def app_quantize(frames: npt.ArrayLike) -> npt.NDArray[np.uint8]:

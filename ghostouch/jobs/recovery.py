@@ -1,12 +1,16 @@
 """Jobs whose worker died: who runs a job, heartbeats, and putting abandoned jobs back in the queue.
 
-A worker process claims a job under its name ("host:pid", `this_process`) and, while the job
+A worker process claims a job under its name ("host/pid-namespace:pid", `this_process`) and, while the job
 runs, refreshes the job's `updated_at` every `HEARTBEAT_SECONDS`. A job in PROGRESS is abandoned
 when its claimant is a process of this machine that no longer exists (a pool process killed by
 the OOM killer or SIGKILL), or when no heartbeat came for `STALE_JOB_SECONDS` (its machine died).
 Every worker's main process sweeps for such jobs when it starts and every `SWEEP_SECONDS`, sets
 them back to PENDING and queues them again; a job that has stopped `MAX_ATTEMPTS` workers ends as
-FAILURE instead. Claiming is atomic (`repo.claim_job`), so a repeated message never runs a job twice.
+FAILURE instead. Claiming and releasing are compare-and-set updates (`repo.claim_job`,
+`repo.release_abandoned_jobs`), and every write a worker makes to its job holds only while the job
+is still its own (`repo.JobTakenOver` stops it otherwise), so a job is never trained twice at once
+nor finished by a worker that lost it. Heartbeats are judged by the sweeping machine's clock:
+machines must keep their clocks within a few seconds of each other (NTP), far below the 60 s.
 """
 
 from __future__ import annotations
@@ -33,14 +37,24 @@ SWEEP_SECONDS = 30.0
 MAX_ATTEMPTS = 3
 
 
+def _machine() -> str:
+    """This machine as process ids see it: host name and PID namespace (containers that share a
+    host name, as with host networking, have PID namespaces of their own)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}/{namespace}"
+
+
 def this_process() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{_machine()}:{os.getpid()}"
 
 
 def is_abandoned(claimant: str) -> bool:
-    """True when `claimant` ("host:pid") is a process of this machine that has exited."""
-    host, _, pid = claimant.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    """True when `claimant` ("host/namespace:pid") is a process of this machine that has exited."""
+    machine, _, pid = claimant.rpartition(":")
+    if machine != _machine() or not pid.isdigit():
         return False  # another machine's: only its missing heartbeats tell
     try:
         os.kill(int(pid), 0)
@@ -90,12 +104,17 @@ def start_sweeper(celery: Celery, settings: Settings) -> threading.Thread:
 
     def sweep() -> None:
         db_url = settings.resolved_database_url
+        unsent: set[str] = set()  # released, but the broker was down: sent again next sweep
         while True:
             time.sleep(SWEEP_SECONDS)
             try:
-                for task_id in repo.release_abandoned_jobs(db_url, STALE_JOB_SECONDS, is_abandoned, MAX_ATTEMPTS):
+                released = repo.release_abandoned_jobs(db_url, STALE_JOB_SECONDS, is_abandoned, MAX_ATTEMPTS)
+                for task_id in released:
                     log.warning("job %s lost its worker; queued again", task_id)
+                unsent.update(released)
+                for task_id in sorted(unsent):
                     enqueue_training(celery, task_id)
+                    unsent.discard(task_id)
             except Exception:  # pragma: no cover - the next sweep tries again
                 log.exception("sweep for abandoned jobs failed")
 

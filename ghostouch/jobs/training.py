@@ -68,46 +68,46 @@ def run_training_job(ctx: WorkerContext, task_id: str, engine_config: EngineConf
     if job is None:
         raise LookupError(f"job {task_id} is not in the registry")
     me = recovery.this_process()
-    if not repo.claim_job(ctx.db_url, task_id, me, recovery.STALE_JOB_SECONDS, recovery.is_abandoned):
-        log.info("job %s is finished or being run by another worker; skipping", task_id)
+    if not repo.claim_job(
+        ctx.db_url, task_id, me, recovery.STALE_JOB_SECONDS, recovery.is_abandoned, recovery.MAX_ATTEMPTS
+    ):
+        log.info("job %s is finished, failed too often or is being run by another worker; skipping", task_id)
         return
+    job["claimed_by"] = me  # every write of this job below holds only while it is still ours
     with recovery.heartbeat(ctx.db_url, task_id, me):
-        _run_claimed(ctx, task_id, job, engine_config)
+        try:
+            _run_claimed(ctx, job, engine_config)
+        except repo.JobTakenOver as exc:
+            log.warning("stopped job %s: %s", task_id, exc)
 
 
-def _run_claimed(ctx: WorkerContext, task_id: str, job: dict[str, Any], engine_config: EngineConfig | None) -> None:
+def _set(ctx: WorkerContext, job: dict[str, Any], **fields: Any) -> None:
+    repo.set_job(ctx.db_url, job["task_id"], job["claimed_by"], **fields)
 
+
+def _run_claimed(ctx: WorkerContext, job: dict[str, Any], engine_config: EngineConfig | None) -> None:
     clock = StepClock()
 
     def step(text: str) -> None:
         clock.lap(text)
-        repo.set_job(ctx.db_url, task_id, status="PROGRESS", current_step=text)
+        _set(ctx, job, current_step=text)
+
+    def fail(reason: str) -> None:
+        _set(ctx, job, status="FAILURE", current_step="failed", error_info=reason)
 
     try:
         _train(ctx, job, step, engine_config or EngineConfig(), clock)
+    except repo.JobTakenOver:
+        raise
     except JobFailed as exc:
-        repo.set_job(ctx.db_url, task_id, status="FAILURE", error_info=str(exc), current_step="failed")
+        fail(str(exc))
     except ModelCheckFailed as exc:
-        repo.set_job(
-            ctx.db_url,
-            task_id,
-            status="FAILURE",
-            current_step="failed",
-            error_info=f"the exported model failed verification: {exc}",
-        )
+        fail(f"the exported model failed verification: {exc}")
     except StorageError as exc:
-        repo.set_job(
-            ctx.db_url, task_id, status="FAILURE", current_step="failed", error_info=f"could not store the model: {exc}"
-        )
+        fail(f"could not store the model: {exc}")
     except Exception as exc:
-        log.exception("training job %s failed", task_id)
-        repo.set_job(
-            ctx.db_url,
-            task_id,
-            status="FAILURE",
-            current_step="failed",
-            error_info=f"internal error while training ({type(exc).__name__}); please retry",
-        )
+        log.exception("training job %s failed", job["task_id"])
+        fail(f"internal error while training ({type(exc).__name__}); please retry")
 
 
 class StepClock:
@@ -198,7 +198,7 @@ def _plan_train(ctx: WorkerContext, job: dict[str, Any], parent: repo.ModelInfo,
         path = f"/models/{parent.code}/gestures/{quote(gesture, safe='')}/frames"
         _end_duplicate(
             ctx,
-            job["task_id"],
+            job,
             f"the model already has a gesture named '{gesture}'; give the new gesture another name, "
             f"or add frames to '{gesture}' with POST {path}",
             {"is_duplicate": True, "existing_gesture": gesture, "same_name": True},
@@ -214,7 +214,7 @@ def _plan_train(ctx: WorkerContext, job: dict[str, Any], parent: repo.ModelInfo,
         if duplicate["is_duplicate"]:
             _end_duplicate(
                 ctx,
-                job["task_id"],
+                job,
                 f"'{gesture}' looks like the existing gesture '{duplicate['existing_gesture']}' "
                 f"({duplicate['similarity']:.0%} of the frames were recognized as it); "
                 "record a different pose, or send allow_duplicate=true to train it anyway",
@@ -227,10 +227,10 @@ def _plan_train(ctx: WorkerContext, job: dict[str, Any], parent: repo.ModelInfo,
     return Plan(infos, training, f"{parent.code} + {gesture}", {"refined": refined, "duplicate_check": duplicate})
 
 
-def _end_duplicate(ctx: WorkerContext, task_id: str, message: str, scores: dict[str, Any]) -> None:
-    repo.set_job(
-        ctx.db_url,
-        task_id,
+def _end_duplicate(ctx: WorkerContext, job: dict[str, Any], message: str, scores: dict[str, Any]) -> None:
+    _set(
+        ctx,
+        job,
         status="DUPLICATE",
         current_step="duplicate gesture",
         error_info=message,
@@ -283,7 +283,9 @@ def _train_and_publish(
 
     def finish(s: Any) -> None:
         clock.lap("done")
-        repo.update_job(s, job["task_id"], status="SUCCESS", current_step="done", result=result, child_code=code)
+        repo.update_job(
+            s, job["task_id"], job["claimed_by"], status="SUCCESS", current_step="done", result=result, child_code=code
+        )
 
     publish_model(
         ctx.db_url,

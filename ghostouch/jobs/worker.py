@@ -31,6 +31,9 @@ def build_worker_app(settings: Settings) -> Celery:
 def _warm_up(**_: Any) -> None:
     """Import TensorFlow and trace the training graph before the first job arrives."""
     from ghostouch.engine.warmup import warm_up
+    from ghostouch.registry.db import forget_connections
+
+    forget_connections()  # the main process's (its sweeper's) database connections stay its own
 
     try:
         warm_up()

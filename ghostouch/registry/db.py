@@ -22,6 +22,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+_ENGINES: list[Engine] = []  # every engine `get_engine` made in this process
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
@@ -30,10 +33,12 @@ def get_engine(url: str) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True)
+    else:
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        engine = create_engine(url, pool_pre_ping=True)
+    _ENGINES.append(engine)
+    return engine
 
 
 # PostgreSQL advisory lock held by the transaction that migrates: processes that start together
@@ -55,9 +60,10 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def migrate(url: str) -> None:
-    """Bring the database at `url` to the newest schema (idempotent; safe for processes that
-    start together: PostgreSQL migrations take an advisory lock, SQLite ones a file lock)."""
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the database at `url` to the newest schema, or to `revision` (idempotent; safe for
+    processes that start together: PostgreSQL migrations take an advisory lock, SQLite ones a
+    file lock)."""
     from alembic import command  # imported here: Alembic is only needed once per process
     from alembic.config import Config
 
@@ -70,7 +76,7 @@ def migrate(url: str) -> None:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)
 
 
 @lru_cache(maxsize=8)
@@ -90,3 +96,12 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def forget_connections() -> None:
+    """In a freshly forked process: drop the engines inherited from the parent, whose pooled
+    connections belong to it (the parent keeps using them), so this process opens its own."""
+    while _ENGINES:
+        _ENGINES.pop().dispose(close=False)
+    get_engine.cache_clear()
+    _session_factory.cache_clear()
