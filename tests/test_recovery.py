@@ -12,7 +12,7 @@ import httpx
 import psutil
 
 from ghostouch.config import Settings
-from ghostouch.registry import repo
+from ghostouch.registry import job_records
 from tests.conftest import free_port, get_ok, poll_like_android, service_env, start_serve, wait_until
 from tests.test_processes import post_recording
 
@@ -22,15 +22,15 @@ ORPHAN_JOB = """
 import numpy as np
 from ghostouch.config import get_settings
 from ghostouch.engine import hands
-from ghostouch.registry import repo
+from ghostouch.registry import job_records, repo
 from ghostouch.registry.db import migrate
 from ghostouch.storage import build_store
 settings = get_settings()
 migrate(settings.resolved_database_url)
 frames = hands.generate_recording("four", 80, np.random.default_rng(7), handedness=1.0)
 ref = repo.store_sample_set(settings.resolved_database_url, build_store(settings.storage_settings()), frames)
-job, _ = repo.create_job(settings.resolved_database_url, owner="anonymous", parent_code="base_v1", gesture="four",
-                         sample_ref=ref, options={"allow_duplicate": True})
+job, _ = job_records.create_job(settings.resolved_database_url, owner="anonymous", parent_code="base_v1",
+                                gesture="four", sample_ref=ref, options={"allow_duplicate": True})
 print(job["task_id"])
 """
 
@@ -53,7 +53,7 @@ def _kill_when_running(url: str, db_url: str, task_id: str, victims: object) -> 
     wait_until(lambda: httpx.get(f"{url}/status/{task_id}").json()["status"] == "PROGRESS", 60, "job never ran")
     for process in victims():  # type: ignore[operator]
         os.kill(process.pid, signal.SIGKILL)
-    job = repo.get_job(db_url, task_id)
+    job = job_records.get_job(db_url, task_id)
     assert job is not None and job["status"] == "PROGRESS", "the job finished before its worker was killed"
 
 
@@ -78,7 +78,7 @@ def test_serve_recovers_lost_messages_killed_workers_and_a_dead_broker(tmp_path:
         _kill_when_running(url, db_url, task, pool)
         body, _ = poll_like_android(url, task, timeout=180)
         assert body["status"] == "SUCCESS", body
-        job = repo.get_job(db_url, task)
+        job = job_records.get_job(db_url, task)
         assert job is not None and job["attempts"] == 2
 
         # 3. The whole worker dies mid-job: serve starts a new one, which finds the job abandoned.

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from ghostouch.registry import repo
+from ghostouch.registry import job_records, repo
 from ghostouch.registry.db import get_engine, migrate, session_scope
 from ghostouch.storage import LocalObjectStore
 from tests.conftest import IN_CI, run_together
@@ -72,7 +72,7 @@ def test_jobs_queued_before_revision_0002_keep_refining(empty_db_url: str) -> No
                 text(row), {"id": task_id, "options": '{"allow_duplicate": true}', "status": status, "now": now}
             )
     migrate(empty_db_url)
-    queued, done = repo.get_job(empty_db_url, "queued"), repo.get_job(empty_db_url, "done")
+    queued, done = job_records.get_job(empty_db_url, "queued"), job_records.get_job(empty_db_url, "done")
     assert queued is not None and queued["options"] == {"allow_duplicate": True, "refine": True}
     assert done is not None and done["options"] == {"allow_duplicate": True}
 
@@ -134,14 +134,14 @@ def test_lineage_shares_samples_by_reference(db_url: str, store: LocalObjectStor
 
 
 def test_jobs_and_idempotency_keys(db_url: str) -> None:
-    job, created = repo.create_job(
+    job, created = job_records.create_job(
         db_url, owner="anonymous", parent_code="base_v1", gesture="g", sample_ref=None, options={}, idempotency_key="k1"
     )
-    again, created_again = repo.create_job(
+    again, created_again = job_records.create_job(
         db_url, owner="anonymous", parent_code="base_v1", gesture="g", sample_ref=None, options={}, idempotency_key="k1"
     )
     assert created and not created_again and again["task_id"] == job["task_id"]
-    other, created_other = repo.create_job(
+    other, created_other = job_records.create_job(
         db_url,
         owner="someone-else",
         parent_code="base_v1",
@@ -151,8 +151,8 @@ def test_jobs_and_idempotency_keys(db_url: str) -> None:
         idempotency_key="k1",
     )
     assert created_other and other["task_id"] != job["task_id"]
-    repo.set_job(db_url, job["task_id"], status="FAILURE", error_info="why")
-    stored = repo.get_job(db_url, job["task_id"])
+    job_records.set_job(db_url, job["task_id"], status="FAILURE", error_info="why")
+    stored = job_records.get_job(db_url, job["task_id"])
     assert stored is not None and stored["status"] == "FAILURE" and stored["error_info"] == "why"
 
 
@@ -160,7 +160,7 @@ def test_concurrent_idempotent_submissions_create_one_job(db_url: str) -> None:
     results: list[str] = []
 
     def submit() -> None:
-        job, _ = repo.create_job(
+        job, _ = job_records.create_job(
             db_url,
             owner="anonymous",
             parent_code="base_v1",
@@ -204,53 +204,55 @@ def test_first_migrations_of_processes_starting_together(kind: str, tmp_path: Pa
 
 
 def _running_job(db_url: str, claimant: str) -> str:
-    job, _ = repo.create_job(db_url, owner="anonymous", parent_code="base_v1", gesture="g", sample_ref=None, options={})
-    assert repo.claim_job(db_url, job["task_id"], claimant, 60, lambda _c: False, 3)
+    job, _ = job_records.create_job(
+        db_url, owner="anonymous", parent_code="base_v1", gesture="g", sample_ref=None, options={}
+    )
+    assert job_records.claim_job(db_url, job["task_id"], claimant, 60, lambda _c: False, 3)
     return str(job["task_id"])
 
 
 def test_a_running_job_is_claimed_again_only_when_its_worker_is_gone(db_url: str) -> None:
     task_id = _running_job(db_url, "host:1")
     never_gone = lambda _c: False  # noqa: E731
-    assert not repo.claim_job(db_url, task_id, "host:2", 60, never_gone, 5)  # running elsewhere
-    assert not repo.claim_job(db_url, task_id, "host:2", 60, lambda c: c == "host:3", 5)
-    assert repo.claim_job(db_url, task_id, "host:2", 60, lambda c: c == "host:1", 5)  # its claimant died
-    assert not repo.claim_job(db_url, task_id, "host:3", 60, lambda c: c == "host:1", 5)  # now host:2's
-    assert repo.heartbeat(db_url, task_id, "host:2") and not repo.heartbeat(db_url, task_id, "host:1")
-    assert not repo.claim_job(db_url, task_id, "host:3", 60, never_gone, 5)
-    assert repo.claim_job(db_url, task_id, "host:3", 0, never_gone, 5)  # no heartbeat for 0 s: stale
-    job = repo.get_job(db_url, task_id)
+    assert not job_records.claim_job(db_url, task_id, "host:2", 60, never_gone, 5)  # running elsewhere
+    assert not job_records.claim_job(db_url, task_id, "host:2", 60, lambda c: c == "host:3", 5)
+    assert job_records.claim_job(db_url, task_id, "host:2", 60, lambda c: c == "host:1", 5)  # its claimant died
+    assert not job_records.claim_job(db_url, task_id, "host:3", 60, lambda c: c == "host:1", 5)  # now host:2's
+    assert job_records.heartbeat(db_url, task_id, "host:2") and not job_records.heartbeat(db_url, task_id, "host:1")
+    assert not job_records.claim_job(db_url, task_id, "host:3", 60, never_gone, 5)
+    assert job_records.claim_job(db_url, task_id, "host:3", 0, never_gone, 5)  # no heartbeat for 0 s: stale
+    job = job_records.get_job(db_url, task_id)
     assert job is not None and job["status"] == "PROGRESS" and job["attempts"] == 3
-    with pytest.raises(repo.JobTakenOver):  # the worker that lost it can no longer write to it
-        repo.set_job(db_url, task_id, "host:2", status="SUCCESS")
-    repo.set_job(db_url, task_id, "host:3", status="SUCCESS")
-    assert not repo.claim_job(db_url, task_id, "host:4", 0, lambda _c: True, 5)  # finished stays finished
+    with pytest.raises(job_records.JobTakenOver):  # the worker that lost it can no longer write to it
+        job_records.set_job(db_url, task_id, "host:2", status="SUCCESS")
+    job_records.set_job(db_url, task_id, "host:3", status="SUCCESS")
+    assert not job_records.claim_job(db_url, task_id, "host:4", 0, lambda _c: True, 5)  # finished stays finished
 
 
 def test_a_job_that_keeps_killing_its_worker_fails_even_when_redelivered_at_once(db_url: str) -> None:
     task_id = _running_job(db_url, "host:1")
     for n in (2, 3):  # the broker redelivers as soon as the worker dies; the next one claims it
-        assert repo.claim_job(db_url, task_id, f"host:{n}", 60, lambda c, n=n: c == f"host:{n - 1}", 3)
-    assert not repo.claim_job(db_url, task_id, "host:4", 60, lambda c: c == "host:3", 3)
-    job = repo.get_job(db_url, task_id)
+        assert job_records.claim_job(db_url, task_id, f"host:{n}", 60, lambda c, n=n: c == f"host:{n - 1}", 3)
+    assert not job_records.claim_job(db_url, task_id, "host:4", 60, lambda c: c == "host:3", 3)
+    job = job_records.get_job(db_url, task_id)
     assert job is not None and job["status"] == "FAILURE" and "stopped its worker 3 times" in job["error_info"]
 
 
 def test_abandoned_jobs_go_back_to_the_queue_until_they_stopped_too_many_workers(db_url: str) -> None:
     alive, dead = _running_job(db_url, "host:10"), _running_job(db_url, "host:11")
     gone = lambda c: c == "host:11"  # noqa: E731
-    assert repo.release_abandoned_jobs(db_url, 60, gone, max_attempts=3) == [dead]
-    released = repo.get_job(db_url, dead)
+    assert job_records.release_abandoned_jobs(db_url, 60, gone, max_attempts=3) == [dead]
+    released = job_records.get_job(db_url, dead)
     assert released is not None and released["status"] == "PENDING" and "worker stopped" in released["current_step"]
-    still = repo.get_job(db_url, alive)
+    still = job_records.get_job(db_url, alive)
     assert still is not None and still["status"] == "PROGRESS"
     for attempt in (2, 3):  # claimed and abandoned again, twice
-        assert repo.claim_job(db_url, dead, f"host:{20 + attempt}", 60, gone, 3)
-        released_ids = repo.release_abandoned_jobs(db_url, 60, lambda c: c.startswith("host:2"), max_attempts=3)
+        assert job_records.claim_job(db_url, dead, f"host:{20 + attempt}", 60, gone, 3)
+        released_ids = job_records.release_abandoned_jobs(db_url, 60, lambda c: c.startswith("host:2"), max_attempts=3)
         assert released_ids == ([dead] if attempt < 3 else [])
-    final = repo.get_job(db_url, dead)
+    final = job_records.get_job(db_url, dead)
     assert final is not None and final["status"] == "FAILURE" and "stopped its worker 3 times" in final["error_info"]
-    assert repo.release_abandoned_jobs(db_url, 0, lambda _c: False, max_attempts=3) == [alive]  # stale heartbeat
+    assert job_records.release_abandoned_jobs(db_url, 0, lambda _c: False, max_attempts=3) == [alive]  # stale heartbeat
 
 
 def test_a_release_racing_a_new_claim_changes_nothing(db_url: str) -> None:
@@ -262,10 +264,10 @@ def test_a_release_racing_a_new_claim_changes_nothing(db_url: str) -> None:
     def gone_and_raced(claimant: str) -> bool:
         if claimant == "host:1" and not raced:
             raced.append(True)
-            assert repo.claim_job(db_url, task_id, "host:2", 60, lambda c: c == "host:1", 3)
+            assert job_records.claim_job(db_url, task_id, "host:2", 60, lambda c: c == "host:1", 3)
         return claimant == "host:1"
 
-    assert repo.release_abandoned_jobs(db_url, 60, gone_and_raced, max_attempts=3) == [] and raced
-    job = repo.get_job(db_url, task_id)
+    assert job_records.release_abandoned_jobs(db_url, 60, gone_and_raced, max_attempts=3) == [] and raced
+    job = job_records.get_job(db_url, task_id)
     assert job is not None and job["status"] == "PROGRESS" and job["attempts"] == 2
-    assert repo.heartbeat(db_url, task_id, "host:2")
+    assert job_records.heartbeat(db_url, task_id, "host:2")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from ghostouch.api.errors import not_found
 from ghostouch.api.state import ApiState, current_owner, get_state
 from ghostouch.publishing import artifact_urls
-from ghostouch.registry import repo
+from ghostouch.registry import job_records, repo
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -89,4 +89,4 @@ def get_jobs(
     """Training jobs started from this model, oldest first."""
     visible_model(state, code, owner)
     keep = ("task_id", "gesture", "status", "current_step", "error_info", "child_code", "created_at")
-    return [{k: j[k] for k in keep} for j in repo.jobs_of_model(state.db_url, code) if j["owner"] == owner]
+    return [{k: j[k] for k in keep} for j in job_records.jobs_of_model(state.db_url, code) if j["owner"] == owner]

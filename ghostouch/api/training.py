@@ -19,7 +19,7 @@ from ghostouch.config import MAX_FRAMES, MAX_GESTURE_CHARS, MIN_FRAMES
 from ghostouch.engine.frames import FrameError, check_frames
 from ghostouch.jobs.celery_app import enqueue_training
 from ghostouch.publishing import artifact_urls
-from ghostouch.registry import repo
+from ghostouch.registry import job_records, repo
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["training (app contract)"])
@@ -154,12 +154,12 @@ def queue_job(
         "options": options,
     }
     if idempotency_key:
-        previous = repo.find_job_by_key(state.db_url, owner, idempotency_key)
+        previous = job_records.find_job_by_key(state.db_url, owner, idempotency_key)
         if previous is not None:
             return _replay(state, previous, request, idempotency_key)
     if frames is not None:
         repo.store_sample_set(state.db_url, state.store, frames)
-    job, created = repo.create_job(state.db_url, owner=owner, idempotency_key=idempotency_key, **request)
+    job, created = job_records.create_job(state.db_url, owner=owner, idempotency_key=idempotency_key, **request)
     if not created:  # the same key, sent concurrently
         return _replay(state, job, request, str(idempotency_key))
     _enqueue(state, job["task_id"])
@@ -174,7 +174,7 @@ def _enqueue(state: ApiState, task_id: str) -> None:
         enqueue_training(state.celery, task_id)
     except Exception as exc:
         log.exception("could not queue job %s", task_id)
-        repo.set_job(
+        job_records.set_job(
             state.db_url,
             task_id,
             status="FAILURE",
@@ -194,7 +194,7 @@ def _replay(state: ApiState, job: dict[str, Any], request: dict[str, Any], key: 
             f"this one differs in {', '.join(differing)}); send a new key for a new request"
         )
     if job["status"] == "FAILURE" and (job["error_detail"] or {}).get("queue_unavailable"):
-        repo.set_job(
+        job_records.set_job(
             state.db_url, job["task_id"], status="PENDING", current_step="queued", error_info=None, error_detail=None
         )
         _enqueue(state, job["task_id"])
@@ -219,7 +219,7 @@ def status(
     owner: Annotated[str, Depends(current_owner)],
 ) -> StatusResponse:
     """The job's state; on SUCCESS `result` holds a fresh `tflite_url` and the new `model_code`."""
-    job = repo.get_job(state.db_url, task_id) if len(task_id) <= 64 else None
+    job = job_records.get_job(state.db_url, task_id) if len(task_id) <= 64 else None
     if job is None or job["owner"] != owner:
         raise not_found(f"no training job with task_id {task_id!r}")
     result = None

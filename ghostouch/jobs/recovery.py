@@ -6,9 +6,9 @@ when its claimant is a process of this machine that no longer exists (a pool pro
 the OOM killer or SIGKILL), or when no heartbeat came for `STALE_JOB_SECONDS` (its machine died).
 Every worker's main process sweeps for such jobs when it starts and every `SWEEP_SECONDS`, sets
 them back to PENDING and queues them again; a job that has stopped `MAX_ATTEMPTS` workers ends as
-FAILURE instead. Claiming and releasing are compare-and-set updates (`repo.claim_job`,
-`repo.release_abandoned_jobs`), and every write a worker makes to its job holds only while the job
-is still its own (`repo.JobTakenOver` stops it otherwise), so a job is never trained twice at once
+FAILURE instead. Claiming and releasing are compare-and-set updates (`job_records.claim_job`,
+`job_records.release_abandoned_jobs`), and every write a worker makes to its job holds only while the job
+is still its own (`job_records.JobTakenOver` stops it otherwise), so a job is never trained twice at once
 nor finished by a worker that lost it. Heartbeats are judged by the sweeping machine's clock:
 machines must keep their clocks within a few seconds of each other (NTP), far below the 60 s.
 """
@@ -27,7 +27,7 @@ from celery import Celery
 
 from ghostouch.config import Settings
 from ghostouch.jobs.celery_app import enqueue_training
-from ghostouch.registry import repo
+from ghostouch.registry import job_records
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def heartbeat(db_url: str, task_id: str, claimant: str) -> Iterator[None]:
     def beat() -> None:
         while not done.wait(HEARTBEAT_SECONDS):
             try:
-                repo.heartbeat(db_url, task_id, claimant)
+                job_records.heartbeat(db_url, task_id, claimant)
             except Exception:  # pragma: no cover - a missed beat only risks a harmless retry
                 log.exception("heartbeat of job %s failed", task_id)
 
@@ -91,9 +91,9 @@ def requeue_lost_jobs(celery: Celery, settings: Settings, pending_after_s: float
     `settings.requeue_after_seconds`; 0 right after an embedded broker started empty), whose
     queue messages a broker restart or flush may have lost."""
     db_url = settings.resolved_database_url
-    released = repo.release_abandoned_jobs(db_url, STALE_JOB_SECONDS, is_abandoned, MAX_ATTEMPTS)
+    released = job_records.release_abandoned_jobs(db_url, STALE_JOB_SECONDS, is_abandoned, MAX_ATTEMPTS)
     age = settings.requeue_after_seconds if pending_after_s is None else pending_after_s
-    task_ids = sorted(set(released) | set(repo.pending_jobs_older_than(db_url, age)))
+    task_ids = sorted(set(released) | set(job_records.pending_jobs_older_than(db_url, age)))
     for task_id in task_ids:
         enqueue_training(celery, task_id)
     return task_ids
@@ -108,7 +108,7 @@ def start_sweeper(celery: Celery, settings: Settings) -> threading.Thread:
         while True:
             time.sleep(SWEEP_SECONDS)
             try:
-                released = repo.release_abandoned_jobs(db_url, STALE_JOB_SECONDS, is_abandoned, MAX_ATTEMPTS)
+                released = job_records.release_abandoned_jobs(db_url, STALE_JOB_SECONDS, is_abandoned, MAX_ATTEMPTS)
                 for task_id in released:
                     log.warning("job %s lost its worker; queued again", task_id)
                 unsent.update(released)

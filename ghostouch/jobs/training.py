@@ -17,7 +17,7 @@ from ghostouch.engine.trainer import EngineConfig, GestureFrames, train_gesture_
 from ghostouch.engine.verify import LiteModel, ModelCheckFailed
 from ghostouch.jobs import recovery
 from ghostouch.publishing import publish_model
-from ghostouch.registry import repo
+from ghostouch.registry import job_records, repo
 from ghostouch.storage import ObjectStore, StorageError, build_store
 
 log = logging.getLogger(__name__)
@@ -64,11 +64,11 @@ def gesture_training_frames(ctx: WorkerContext, refs: list[str]) -> tuple[list[s
 
 
 def run_training_job(ctx: WorkerContext, task_id: str, engine_config: EngineConfig | None = None) -> None:
-    job = repo.get_job(ctx.db_url, task_id)
+    job = job_records.get_job(ctx.db_url, task_id)
     if job is None:
         raise LookupError(f"job {task_id} is not in the registry")
     me = recovery.this_process()
-    if not repo.claim_job(
+    if not job_records.claim_job(
         ctx.db_url, task_id, me, recovery.STALE_JOB_SECONDS, recovery.is_abandoned, recovery.MAX_ATTEMPTS
     ):
         log.info("job %s is finished, failed too often or is being run by another worker; skipping", task_id)
@@ -77,12 +77,12 @@ def run_training_job(ctx: WorkerContext, task_id: str, engine_config: EngineConf
     with recovery.heartbeat(ctx.db_url, task_id, me):
         try:
             _run_claimed(ctx, job, engine_config)
-        except repo.JobTakenOver as exc:
+        except job_records.JobTakenOver as exc:
             log.warning("stopped job %s: %s", task_id, exc)
 
 
 def _set(ctx: WorkerContext, job: dict[str, Any], **fields: Any) -> None:
-    repo.set_job(ctx.db_url, job["task_id"], job["claimed_by"], **fields)
+    job_records.set_job(ctx.db_url, job["task_id"], job["claimed_by"], **fields)
 
 
 def _run_claimed(ctx: WorkerContext, job: dict[str, Any], engine_config: EngineConfig | None) -> None:
@@ -97,7 +97,7 @@ def _run_claimed(ctx: WorkerContext, job: dict[str, Any], engine_config: EngineC
 
     try:
         _train(ctx, job, step, engine_config or EngineConfig(), clock)
-    except repo.JobTakenOver:
+    except job_records.JobTakenOver:
         raise
     except JobFailed as exc:
         fail(str(exc))
@@ -283,7 +283,7 @@ def _train_and_publish(
 
     def finish(s: Any) -> None:
         clock.lap("done")
-        repo.update_job(
+        job_records.update_job(
             s, job["task_id"], job["claimed_by"], status="SUCCESS", current_step="done", result=result, child_code=code
         )
 

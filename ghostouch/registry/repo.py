@@ -6,27 +6,21 @@ import hashlib
 import io
 import re
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import and_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from ghostouch.registry.db import session_scope
-from ghostouch.registry.schema import Gesture, Job, ModelVersion, SampleSet, utcnow
+from ghostouch.registry.schema import Gesture, ModelVersion, SampleSet
 from ghostouch.storage import ObjectStore
-
-# Whether the worker process named by a job's `claimed_by` ("host:pid") is known to be gone.
-Abandoned = Callable[[str], bool]
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SYSTEM_OWNER = "system"
-FINAL_STATUSES = ("SUCCESS", "FAILURE", "DUPLICATE")
 
 
 def new_code() -> str:
@@ -203,185 +197,3 @@ def save_model(
 
 
 # ---- jobs --------------------------------------------------------------------------------
-
-
-def job_dict(j: Job) -> dict[str, Any]:
-    return {
-        "task_id": j.task_id,
-        "owner": j.owner,
-        "kind": j.kind,
-        "parent_code": j.parent_code,
-        "gesture": j.gesture,
-        "sample_ref": j.sample_ref,
-        "options": dict(j.options or {}),
-        "status": j.status,
-        "current_step": j.current_step,
-        "result": j.result,
-        "error_info": j.error_info,
-        "error_detail": j.error_detail,
-        "child_code": j.child_code,
-        "attempts": j.attempts,
-        "created_at": j.created_at.isoformat(),
-        "updated_at": j.updated_at.isoformat() if j.updated_at else None,
-    }
-
-
-def create_job(db_url: str, **fields: Any) -> tuple[dict[str, Any], bool]:
-    """Insert a PENDING job; with an idempotency key already used by this owner, return that job.
-
-    Returns (job, created).
-    """
-    key = fields.get("idempotency_key")
-    try:
-        with session_scope(db_url) as s:
-            job = Job(task_id=secrets.token_hex(16), status="PENDING", current_step="queued", **fields)
-            s.add(job)
-            s.flush()
-            return job_dict(job), True
-    except IntegrityError:
-        if key is None:
-            raise
-    existing = find_job_by_key(db_url, fields["owner"], key)
-    if existing is None:  # pragma: no cover - the conflicting row was deleted meanwhile
-        raise RuntimeError("idempotency key conflict could not be resolved")
-    return existing, False
-
-
-def find_job_by_key(db_url: str, owner: str, key: str) -> dict[str, Any] | None:
-    with session_scope(db_url) as s:
-        job = s.scalars(select(Job).where(Job.owner == owner, Job.idempotency_key == key)).first()
-        return job_dict(job) if job else None
-
-
-def get_job(db_url: str, task_id: str) -> dict[str, Any] | None:
-    with session_scope(db_url) as s:
-        job = s.get(Job, task_id)
-        return job_dict(job) if job else None
-
-
-class JobTakenOver(LookupError):
-    """The job is no longer this worker's: it was released or claimed by another one."""
-
-
-def update_job(s: Session, task_id: str, claimant: str | None = None, **fields: Any) -> None:
-    """Set fields of a job; with `claimant`, only while that worker process still holds it."""
-    job = s.get(Job, task_id, with_for_update=claimant is not None)
-    if job is None:
-        raise LookupError(f"job {task_id} not found")
-    if claimant is not None and (job.claimed_by != claimant or job.status != "PROGRESS"):
-        raise JobTakenOver(f"job {task_id} is now {job.status}, held by {job.claimed_by or 'no worker'}")
-    for name, value in fields.items():
-        setattr(job, name, value)
-
-
-def set_job(db_url: str, task_id: str, claimant: str | None = None, **fields: Any) -> None:
-    with session_scope(db_url) as s:
-        update_job(s, task_id, claimant, **fields)
-
-
-def claim_job(
-    db_url: str, task_id: str, claimant: str, stale_after_s: float, abandoned: Abandoned, max_attempts: int
-) -> bool:
-    """Atomically take a job for the worker process `claimant`: PENDING, or PROGRESS abandoned
-    (no heartbeat for `stale_after_s`, or its claimant is a process `abandoned` says is gone). An
-    abandoned job that has already stopped `max_attempts` workers ends as FAILURE instead.
-
-    Redelivered or re-queued messages for a job that is finished or running elsewhere lose the
-    race here, so no job is ever trained twice at the same time.
-    """
-    with session_scope(db_url) as s:
-        job = s.get(Job, task_id)
-        if job is None or job.status not in ("PENDING", "PROGRESS"):
-            return False
-        if job.status == "PENDING":
-            claimable = Job.status == "PENDING"
-        else:
-            claimable = _abandoned_as_seen(job, stale_after_s, abandoned)
-            if job.attempts >= max_attempts:
-                _give_up(s, job, claimable)
-                return False
-        return _set_where(
-            s,
-            task_id,
-            claimable,
-            status="PROGRESS",
-            current_step="starting",
-            claimed_by=claimant,
-            attempts=Job.attempts + 1,
-            updated_at=utcnow(),
-        )
-
-
-def heartbeat(db_url: str, task_id: str, claimant: str) -> bool:
-    """Mark a running job as alive; False when it is no longer this claimant's."""
-    with session_scope(db_url) as s:
-        mine = and_(Job.status == "PROGRESS", Job.claimed_by == claimant)
-        return _set_where(s, task_id, mine, updated_at=utcnow())
-
-
-def release_abandoned_jobs(db_url: str, stale_after_s: float, abandoned: Abandoned, max_attempts: int) -> list[str]:
-    """Jobs left in PROGRESS by a worker that died go back to PENDING (their task ids are
-    returned, to be queued again); one that has already stopped `max_attempts` workers ends as
-    FAILURE instead, so a job that kills its worker cannot do so forever. Each change is a
-    compare-and-set on what was read, so sweepers racing each other or a new claim change nothing."""
-    released = []
-    with session_scope(db_url) as s:
-        running = s.scalars(select(Job).where(Job.status == "PROGRESS")).all()
-    for job in running:
-        with session_scope(db_url) as s:
-            as_seen = _abandoned_as_seen(job, stale_after_s, abandoned)
-            if job.attempts >= max_attempts:
-                _give_up(s, job, as_seen)
-            elif _set_where(
-                s,
-                job.task_id,
-                as_seen,
-                status="PENDING",
-                current_step="queued again (its worker stopped)",
-                claimed_by=None,
-            ):
-                released.append(job.task_id)
-    return released
-
-
-def _abandoned_as_seen(seen: Job, stale_after_s: float, abandoned: Abandoned) -> Any:
-    """SQL condition: the job is still in PROGRESS exactly as `seen` (same claimant, same attempt),
-    and abandoned: its claimant is gone, or its heartbeat is older than `stale_after_s`."""
-    same_claimant = Job.claimed_by.is_(None) if seen.claimed_by is None else Job.claimed_by == seen.claimed_by
-    as_seen = and_(Job.status == "PROGRESS", Job.attempts == seen.attempts, same_claimant)
-    if seen.claimed_by and abandoned(seen.claimed_by):
-        return as_seen
-    return and_(as_seen, Job.updated_at < _stale_before(stale_after_s))
-
-
-def _give_up(s: Session, job: Job, condition: Any) -> None:
-    message = f"the job stopped its worker {job.attempts} times; it was not retried again"
-    _set_where(s, job.task_id, condition, status="FAILURE", current_step="failed", error_info=message)
-
-
-def _set_where(s: Session, task_id: str, condition: Any, **values: Any) -> bool:
-    """UPDATE one job WHERE `condition`: True when it matched (a compare-and-set in SQL)."""
-    result = s.execute(
-        update(Job)
-        .where(Job.task_id == task_id, condition)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(getattr(result, "rowcount", 0) == 1)
-
-
-def pending_jobs_older_than(db_url: str, seconds: float) -> list[str]:
-    """Task ids of jobs still PENDING after `seconds` (their queue message may have been lost)."""
-    cutoff = utcnow() - timedelta(seconds=seconds)
-    with session_scope(db_url) as s:
-        return list(s.scalars(select(Job.task_id).where(Job.status == "PENDING", Job.created_at < cutoff)))
-
-
-def _stale_before(seconds: float) -> datetime:
-    return utcnow() - timedelta(seconds=seconds)
-
-
-def jobs_of_model(db_url: str, code: str) -> list[dict[str, Any]]:
-    with session_scope(db_url) as s:
-        rows = s.scalars(select(Job).where(Job.parent_code == code).order_by(Job.created_at))
-        return [job_dict(j) for j in rows]
