@@ -185,9 +185,19 @@ def _enqueue(state: ApiState, task_id: str) -> None:
         raise HTTPException(503, f"the training queue is unavailable ({type(exc).__name__}); please retry") from None
 
 
+# A job's fields as a client sent them.
+AS_SENT = {
+    "kind": "endpoint",
+    "parent_code": "model_code",
+    "gesture": "gesture",
+    "sample_ref": "landmarks",
+    "options": "options (allow_duplicate, endpoint)",
+}
+
+
 def _replay(state: ApiState, job: dict[str, Any], request: dict[str, Any], key: str) -> dict[str, Any]:
     """The job an idempotency key already names, for a retry of the same request."""
-    differing = sorted(name for name, value in request.items() if job[name] != value)
+    differing = sorted(AS_SENT[name] for name, value in request.items() if job[name] != value)
     if differing:
         raise bad_request(
             f"Idempotency-Key {key!r} was already used for another request (task {job['task_id']}; "
