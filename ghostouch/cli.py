@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from ghostouch.config import Settings, get_settings
@@ -46,12 +49,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ghostouch.supervisor import ServeProcesses
 
     settings = _apply_overrides(args)
+    # SIGTERM (systemd, docker stop) and SIGHUP (a closed terminal) end `serve` as Ctrl-C does,
+    # through the `finally` below that stops the workers and the broker. (uvicorn handles them
+    # while it serves, then raises them again once it has stopped: they arrive here.)
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, _exit_on_signal)
     processes = ServeProcesses(settings, args.workers or settings.workers, lambda: _ensure_base_in_subprocess(settings))
     try:
         processes.start()
         return _run_api(settings)
     finally:
         processes.stop()
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _exit_with_parent() -> None:
+    """End this worker (gracefully, as SIGTERM does) once the process that started it is gone,
+    even when that was SIGKILL: a worker of a dead `serve` must not run on unsupervised."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2)
+        log.warning("the serve process that started this worker is gone; stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _run_api(settings: Settings) -> int:
@@ -82,6 +108,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _apply_overrides(args)
+    if args.exit_with_parent:
+        _exit_with_parent()
     if not args.no_ensure_base:
         _ensure_base_in_subprocess(settings)
     from ghostouch.jobs.celery_app import QUEUE
@@ -161,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--name")
     worker.add_argument("--no-ensure-base", action="store_true", help=argparse.SUPPRESS)
+    worker.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
     worker.set_defaults(func=cmd_worker)
 
     base = sub.add_parser("base", help="base models").add_subparsers(dest="base_command", required=True)

@@ -6,6 +6,7 @@ where that package cannot be installed, a `redis-server` >= 6.2 on PATH works th
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -34,10 +35,17 @@ class EmbeddedBroker:
         self.binary = find_redis_server()
         self.process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def owner_file(self) -> Path:
+        """Which process runs the broker on this socket: "<owner pid> <redis pid>"."""
+        return self.socket_path.with_suffix(".owner")
+
     def start(self, timeout: float = 10.0) -> None:
         if len(str(self.socket_path)) > 100:
             raise RuntimeError(f"socket path too long for a unix socket: {self.socket_path}")
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.answers():
+            self._take_over_socket()
         self.socket_path.unlink(missing_ok=True)
         self.process = subprocess.Popen(
             [
@@ -62,21 +70,44 @@ class EmbeddedBroker:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"embedded redis-server exited with code {self.process.returncode}")
-            if self._answers():
+            if self.answers():
+                self.owner_file.write_text(f"{os.getpid()} {self.process.pid}\n")
                 return
             time.sleep(0.05)
         self.stop()
         raise RuntimeError("embedded redis-server did not start in time")
 
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
+        """Whether a Redis answers PING on the socket."""
+        return self._send(b"PING").startswith(b"+PONG")
+
+    def _send(self, command: bytes) -> bytes:
         try:
             with socket.socket(socket.AF_UNIX) as s:
                 s.settimeout(0.5)
                 s.connect(str(self.socket_path))
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                s.sendall(command + b"\r\n")
+                return s.recv(16)
         except OSError:
-            return False
+            return b""
+
+    def _take_over_socket(self) -> None:
+        """A Redis already answers on the socket: refuse when the process that started it still
+        runs (another `serve` on this data directory), else it was left behind by one that was
+        killed: shut it down (it keeps nothing on disk), so it cannot later delete our socket."""
+        try:
+            owner = int(self.owner_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            owner = None
+        if owner is not None and owner != os.getpid() and _running(owner):
+            raise RuntimeError(
+                f"another ghostouch serve (pid {owner}) runs a broker on {self.socket_path}; stop it, "
+                "or give this one another data directory"
+            )
+        self._send(b"SHUTDOWN NOSAVE")
+        deadline = time.monotonic() + 5
+        while self.answers() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -86,3 +117,14 @@ class EmbeddedBroker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.socket_path.unlink(missing_ok=True)
+        self.owner_file.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -34,6 +34,7 @@ class ServeProcesses:
         self.started_at: list[float] = []
         self.restarts = 0
         self.broker_started_at = 0.0
+        self.broker_silent = 0  # checks in a row in which the broker did not answer
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -52,7 +53,10 @@ class ServeProcesses:
         self._watcher.start()
 
     def _start_worker(self, i: int) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "ghostouch.cli", "worker", "--name", f"serve{i}", "--no-ensure-base"]
+        command = [
+            *(sys.executable, "-m", "ghostouch.cli", "worker", "--name", f"serve{i}"),
+            *("--no-ensure-base", "--exit-with-parent"),
+        ]
         # A process group of its own: Ctrl-C in the terminal reaches `serve` alone, which then
         # stops everything in order (instead of the watcher seeing workers die and restarting them).
         return subprocess.Popen(command, process_group=0)
@@ -74,11 +78,10 @@ class ServeProcesses:
 
     def check(self) -> None:
         """Start again whatever died (called every CHECK_SECONDS)."""
-        broker_process = self.broker.process if self.broker is not None else None
-        if self.broker is not None and broker_process is not None and broker_process.poll() is not None:
-            log.error("embedded broker exited with code %s; starting it again", broker_process.returncode)
+        if self.broker is not None and self._broker_is_down(self.broker):
             if self._pause_before_restart(self.broker_started_at):
                 return
+            self.broker.stop()
             self.broker_started_at = time.monotonic()
             self.broker.start()
             self.restarts += 1
@@ -92,6 +95,20 @@ class ServeProcesses:
             self.workers[i] = self._start_worker(i)
             self.started_at[i] = time.monotonic()
             self.restarts += 1
+
+    def _broker_is_down(self, broker: EmbeddedBroker) -> bool:
+        """Exited, or not answering on its socket for three checks in a row (its socket file
+        deleted, say)."""
+        if broker.process is None or broker.process.poll() is not None:
+            code = broker.process.returncode if broker.process is not None else None
+            log.error("embedded broker exited with code %s; starting it again", code)
+            return True
+        self.broker_silent = 0 if broker.answers() else self.broker_silent + 1
+        if self.broker_silent >= 3:
+            log.error("embedded broker stopped answering on %s; starting it again", broker.socket_path)
+            self.broker_silent = 0
+            return True
+        return False
 
     def _pause_before_restart(self, started_at: float) -> bool:
         """Wait a little before restarting what died within a minute of starting (so a process

@@ -98,6 +98,14 @@ def test_bodies_that_used_to_raise_get_422(service: Service) -> None:
     text = text.replace(str(body[3][5]), "9" * 401, 1)
     r = httpx.post(f"{service.url}/train", content=text, headers={"content-type": "application/json"})
     assert r.status_code == 422 and "frame 3, value 5: not a finite number" in r.json()["detail"]
+    text = json.dumps({"model_code": "base_v1", "gesture": "g", "landmarks": body}).replace(
+        str(body[3][6]), "9" * 5000, 1
+    )
+    for route in ("/train", "/models/base_v1/gestures/rock/frames"):
+        r = httpx.post(f"{service.url}{route}", content=text, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "thousands of digits" in r.json()["detail"], (route, r.text)
+    r = httpx.post(f"{service.url}/models/base_v1/gestures/rock/rename", content=deep)
+    assert r.status_code == 422 and "nested too deeply" in r.json()["detail"]
     collapsed = [[0.0] * 63 + [1.0]] * 30
     r = post(service, {"model_code": "base_v1", "gesture": "g", "landmarks": collapsed})
     assert r.status_code == 422 and "only 0 of 30 frames show a hand" in r.json()["detail"]

@@ -6,12 +6,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from ghostouch.config import Settings
+from ghostouch.embedded_broker import EmbeddedBroker
 from ghostouch.registry import job_records
 from tests.conftest import free_port, get_ok, poll_like_android, service_env, start_serve, wait_until
 from tests.test_processes import post_recording
@@ -99,7 +102,55 @@ def test_serve_recovers_lost_messages_killed_workers_and_a_dead_broker(tmp_path:
         task = post_recording(url, "pinch", 13).json()["task_id"]
         body, _ = poll_like_android(url, task, timeout=180)
         assert body["status"] == "SUCCESS", body
+
+        # 5. Its socket file vanishes while it runs (as when a stray Redis cleaned up the same
+        # path): it no longer answers, so serve replaces it.
+        Settings(data_dir=data).embedded_broker_socket.unlink()
+        wait_until(lambda: get_ok(f"{url}/readyz"), 120, "not ready again after the socket vanished")
+        task = post_recording(url, "four", 14).json()["task_id"]
+        body, _ = poll_like_android(url, task, timeout=180)
+        assert body["status"] == "SUCCESS", body
+        family = serve.children(recursive=True)
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # as systemd or docker stop: everything stops with it
         proc.wait(timeout=60)
     assert proc.returncode is not None
+    assert not [c for c in family if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_broker_left_by_a_killed_serve_is_shut_down_and_a_running_one_is_not_touched(tmp_path: Path) -> None:
+    socket_path = tmp_path / "run" / "redis.sock"
+    left = EmbeddedBroker(socket_path)
+    left.start()
+    assert left.process is not None
+    alive_owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        left.owner_file.write_text(f"{alive_owner.pid} {left.process.pid}\n")
+        with pytest.raises(RuntimeError, match=f"another ghostouch serve \\(pid {alive_owner.pid}\\)"):
+            EmbeddedBroker(socket_path).start()
+        assert left.answers() and left.process.poll() is None
+    finally:
+        alive_owner.kill()
+        alive_owner.wait()
+    ours = EmbeddedBroker(socket_path)
+    try:
+        ours.start()  # the owner is gone: the broker it left is shut down, ours takes the socket
+        assert left.process.wait(timeout=10) == 0
+        assert ours.answers() and ours.owner_file.read_text().split()[0] == str(os.getpid())
+    finally:
+        ours.stop()
+        left.stop()
+
+
+def test_a_worker_of_serve_stops_when_serve_is_killed(tmp_path: Path, redis_url: str) -> None:
+    env = service_env(tmp_path / "data", redis_url, free_port())
+    worker = "exec python -m ghostouch.cli worker --no-ensure-base --exit-with-parent --name orphan"
+    parent = subprocess.Popen(
+        ["sh", "-c", f"{worker} & wait"], env={**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"}
+    )
+    wait_until(lambda: bool(psutil.Process(parent.pid).children()), 30, "the worker did not start")
+    child = psutil.Process(parent.pid).children()[0]
+    time.sleep(3)
+    parent.kill()  # SIGKILL: no chance to stop its children
+    parent.wait()
+    wait_until(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 60, "the worker ran on")

@@ -271,3 +271,14 @@ def test_a_release_racing_a_new_claim_changes_nothing(db_url: str) -> None:
     job = job_records.get_job(db_url, task_id)
     assert job is not None and job["status"] == "PROGRESS" and job["attempts"] == 2
     assert job_records.heartbeat(db_url, task_id, "host:2")
+
+
+def test_a_job_waiting_too_long_in_the_queue_is_sent_again_once_per_period(db_url: str) -> None:
+    job, _ = job_records.create_job(
+        db_url, owner="anonymous", parent_code="base_v1", gesture="g", sample_ref=None, options={}
+    )
+    assert job_records.pending_jobs_to_resend(db_url, 60) == []  # just queued
+    assert job_records.pending_jobs_to_resend(db_url, 0) == [job["task_id"]]
+    assert job_records.pending_jobs_to_resend(db_url, 60) == []  # just sent again: not before 60 s
+    assert job_records.claim_job(db_url, job["task_id"], "host:1", 60, lambda _c: False, 3)
+    assert job_records.pending_jobs_to_resend(db_url, 0) == []  # running, not waiting

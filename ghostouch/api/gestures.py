@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from ghostouch.api.errors import bad_request, not_found
 from ghostouch.api.models import describe, visible_model
 from ghostouch.api.state import ApiState, current_owner, get_state
-from ghostouch.api.training import accepted, clean_gesture_name, queue_job
+from ghostouch.api.training import Body, accepted, clean_gesture_name, parse_body, queue_job, read_json_body
 from ghostouch.config import MAX_FRAMES, MIN_FRAMES
 from ghostouch.engine.frames import FrameError, check_frames
 from ghostouch.publishing import publish_model
@@ -70,15 +70,23 @@ def _rename(state: ApiState, model: repo.ModelInfo, owner: str, old: str, new: s
     return created
 
 
-@router.post("/{name:path}/rename", status_code=201, responses={404: {}, 409: {}, 422: {}})
+def _body_of(model: type[Body]) -> dict[str, Any]:
+    """OpenAPI for a route that parses its JSON body itself (`parse_body`)."""
+    return {"requestBody": {"content": {"application/json": {"schema": model.model_json_schema()}}, "required": True}}
+
+
+@router.post(
+    "/{name:path}/rename", status_code=201, responses={404: {}, 409: {}, 422: {}}, openapi_extra=_body_of(RenameRequest)
+)
 async def rename_gesture(
+    request: Request,
     code: str,
     name: str,
-    body: RenameRequest,
     state: Annotated[ApiState, Depends(get_state)],
     owner: Annotated[str, Depends(current_owner)],
 ) -> dict[str, Any]:
     """A new version whose gesture `name` is called `new_name`; same model file, same indices."""
+    body = parse_body(RenameRequest, await read_json_body(request))
     model = visible_model(state, code, owner)
     name = _gesture(model, name).name
     new = clean_gesture_name(body.new_name)
@@ -107,17 +115,19 @@ async def delete_gesture(
     return accepted(request, job["task_id"], job["status"])
 
 
-@router.post("/{name:path}/frames", status_code=202, responses={404: {}, 422: {}})
+@router.post(
+    "/{name:path}/frames", status_code=202, responses={404: {}, 422: {}}, openapi_extra=_body_of(FramesRequest)
+)
 async def add_frames(
     request: Request,
     code: str,
     name: str,
-    body: FramesRequest,
     state: Annotated[ApiState, Depends(get_state)],
     owner: Annotated[str, Depends(current_owner)],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
     """Queue a new version where gesture `name` is retrained with these extra frames."""
+    body = parse_body(FramesRequest, await read_json_body(request))
     model = visible_model(state, code, owner)
     name = _gesture(model, name).name
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import unicodedata
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
@@ -80,9 +80,22 @@ async def read_json_body(request: Request) -> Any:
     try:
         return json.loads(await request.body())
     except (ValueError, UnicodeDecodeError) as exc:
+        if "int_max_str_digits" in str(exc):  # Python's limit on integer literals (4300 digits)
+            raise bad_request("body is not usable JSON: it holds a number with thousands of digits") from None
         raise bad_request(f"body is not valid JSON: {exc}") from None
     except RecursionError:
         raise bad_request("body is not usable JSON: it is nested too deeply") from None
+
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def parse_body(model: type[Body], body: Any) -> Body:
+    """`body` as `model`, or 422 saying which fields are wrong."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise bad_request(describe_errors(exc.errors())) from None
 
 
 @router.post(

@@ -5,7 +5,8 @@ runs, refreshes the job's `updated_at` every `HEARTBEAT_SECONDS`. A job in PROGR
 when its claimant is a process of this machine that no longer exists (a pool process killed by
 the OOM killer or SIGKILL), or when no heartbeat came for `STALE_JOB_SECONDS` (its machine died).
 Every worker's main process sweeps for such jobs when it starts and every `SWEEP_SECONDS`, sets
-them back to PENDING and queues them again; a job that has stopped `MAX_ATTEMPTS` workers ends as
+them back to PENDING and queues them again (and sends again jobs PENDING for
+`RESEND_PENDING_SECONDS` since they were last sent); a job that has stopped `MAX_ATTEMPTS` workers ends as
 FAILURE instead. Claiming and releasing are compare-and-set updates (`job_records.claim_job`,
 `job_records.release_abandoned_jobs`), and every write a worker makes to its job holds only while the job
 is still its own (`job_records.JobTakenOver` stops it otherwise), so a job is never trained twice at once
@@ -35,6 +36,10 @@ HEARTBEAT_SECONDS = 10.0
 STALE_JOB_SECONDS = 60.0  # six missed heartbeats
 SWEEP_SECONDS = 30.0
 MAX_ATTEMPTS = 3
+# A job PENDING this long since it was queued (or last sent) is sent again: a worker killed after
+# taking its message but before starting it leaves the message with the broker for an hour (the
+# visibility timeout). In a long backlog that means one harmless extra message per job per minute.
+RESEND_PENDING_SECONDS = 60.0
 
 
 def _machine() -> str:
@@ -111,7 +116,10 @@ def start_sweeper(celery: Celery, settings: Settings) -> threading.Thread:
                 released = job_records.release_abandoned_jobs(db_url, STALE_JOB_SECONDS, is_abandoned, MAX_ATTEMPTS)
                 for task_id in released:
                     log.warning("job %s lost its worker; queued again", task_id)
-                unsent.update(released)
+                waiting = job_records.pending_jobs_to_resend(db_url, RESEND_PENDING_SECONDS)
+                for task_id in waiting:
+                    log.warning("job %s waited %.0f s in the queue; sent again", task_id, RESEND_PENDING_SECONDS)
+                unsent.update(released, waiting)
                 for task_id in sorted(unsent):
                     enqueue_training(celery, task_id)
                     unsent.discard(task_id)

@@ -189,6 +189,22 @@ def _set_where(s: Session, task_id: str, condition: Any, **values: Any) -> bool:
     return bool(getattr(result, "rowcount", 0) == 1)
 
 
+def pending_jobs_to_resend(db_url: str, unsent_for_s: float) -> list[str]:
+    """Jobs PENDING for `unsent_for_s` since they were created or last sent (a message a dead
+    worker had taken but not started stays with the broker until its visibility timeout); each
+    is marked sent now, a compare-and-set, so of several sweepers only one sends it."""
+    cutoff = utcnow() - timedelta(seconds=unsent_for_s)
+    waiting = and_(Job.status == "PENDING", Job.updated_at < cutoff)
+    with session_scope(db_url) as s:
+        candidates = list(s.scalars(select(Job.task_id).where(waiting)))
+    resend = []
+    for task_id in candidates:
+        with session_scope(db_url) as s:
+            if _set_where(s, task_id, waiting, updated_at=utcnow()):
+                resend.append(task_id)
+    return resend
+
+
 def pending_jobs_older_than(db_url: str, seconds: float) -> list[str]:
     """Task ids of jobs still PENDING after `seconds` (their queue message may have been lost)."""
     cutoff = utcnow() - timedelta(seconds=seconds)
