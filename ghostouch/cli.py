@@ -52,13 +52,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # SIGTERM (systemd, docker stop) and SIGHUP (a closed terminal) end `serve` as Ctrl-C does,
     # through the `finally` below that stops the workers and the broker. (uvicorn handles them
     # while it serves, then raises them again once it has stopped: they arrive here.)
-    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(stop_signal, _exit_on_signal)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGHUP, lambda *_: signal.raise_signal(signal.SIGTERM))  # uvicorn handles SIGTERM
     processes = ServeProcesses(settings, args.workers or settings.workers, lambda: _ensure_base_in_subprocess(settings))
     try:
         processes.start()
         return _run_api(settings)
     finally:
+        for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop_signal, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         processes.stop()
 
 
@@ -66,10 +68,10 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _exit_with_parent() -> None:
-    """End this worker (gracefully, as SIGTERM does) once the process that started it is gone,
-    even when that was SIGKILL: a worker of a dead `serve` must not run on unsupervised."""
-    parent = os.getppid()
+def _exit_with_parent(parent: int) -> None:
+    """End this worker (gracefully, as SIGTERM does) once process `parent`, the `serve` that
+    started it, is gone, even when that was SIGKILL: a worker of a dead `serve` must not run on
+    unsupervised."""
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -108,8 +110,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _apply_overrides(args)
-    if args.exit_with_parent:
-        _exit_with_parent()
+    if args.parent_pid:
+        _exit_with_parent(args.parent_pid)
     if not args.no_ensure_base:
         _ensure_base_in_subprocess(settings)
     from ghostouch.jobs.celery_app import QUEUE
@@ -189,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--name")
     worker.add_argument("--no-ensure-base", action="store_true", help=argparse.SUPPRESS)
-    worker.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+    worker.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)  # stop when this process is gone
     worker.set_defaults(func=cmd_worker)
 
     base = sub.add_parser("base", help="base models").add_subparsers(dest="base_command", required=True)

@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from ghostouch.machine import machine_id, process_running
+
 
 def find_redis_server() -> str:
     try:
@@ -71,7 +73,7 @@ class EmbeddedBroker:
             if self.process.poll() is not None:
                 raise RuntimeError(f"embedded redis-server exited with code {self.process.returncode}")
             if self.answers():
-                self.owner_file.write_text(f"{os.getpid()} {self.process.pid}\n")
+                self.owner_file.write_text(f"{machine_id()} {os.getpid()} {self.process.pid}\n")
                 return
             time.sleep(0.05)
         self.stop()
@@ -92,25 +94,32 @@ class EmbeddedBroker:
             return b""
 
     def _take_over_socket(self) -> None:
-        """A Redis already answers on the socket: refuse when the process that started it still
-        runs (another `serve` on this data directory), else it was left behind by one that was
-        killed: shut it down (it keeps nothing on disk), so it cannot later delete our socket."""
+        """A Redis already answers on the socket. When the `serve` that started it (its owner
+        file) is gone, it was left behind by one that was killed: shut it down (it keeps nothing
+        on disk), so that it cannot delete our socket later. Otherwise refuse: another `serve`, on
+        this machine or in another container sharing the data directory, uses it."""
         try:
-            owner = int(self.owner_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            owner = None
-        if owner is not None and owner != os.getpid() and _running(owner):
+            machine, owner, _ = self.owner_file.read_text().split()
+            left_behind = machine == machine_id() and int(owner) != os.getpid() and not process_running(int(owner))
+        except (OSError, ValueError):
+            machine, owner, left_behind = "?", "?", False
+        if not left_behind:
             raise RuntimeError(
-                f"another ghostouch serve (pid {owner}) runs a broker on {self.socket_path}; stop it, "
-                "or give this one another data directory"
+                f"another ghostouch serve (pid {owner} on {machine}) runs a broker on {self.socket_path}; "
+                "stop it, or give this one another data directory"
             )
         self._send(b"SHUTDOWN NOSAVE")
         deadline = time.monotonic() + 5
-        while self.answers() and time.monotonic() < deadline:
+        while self.answers():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the broker left on {self.socket_path} did not shut down; stop it by hand")
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+        """Stop the Redis this instance started, if any (never one it found, nor its files)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=5)
@@ -118,13 +127,4 @@ class EmbeddedBroker:
                 self.process.kill()
         self.socket_path.unlink(missing_ok=True)
         self.owner_file.unlink(missing_ok=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        self.process = None

@@ -9,6 +9,7 @@ died go back to the queue (`jobs.recovery`).
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -36,6 +37,7 @@ class ServeProcesses:
         self.broker_started_at = 0.0
         self.broker_silent = 0  # checks in a row in which the broker did not answer
         self._stopping = threading.Event()
+        self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
 
     def start(self) -> None:
@@ -55,7 +57,7 @@ class ServeProcesses:
     def _start_worker(self, i: int) -> subprocess.Popen[bytes]:
         command = [
             *(sys.executable, "-m", "ghostouch.cli", "worker", "--name", f"serve{i}"),
-            *("--no-ensure-base", "--exit-with-parent"),
+            *("--no-ensure-base", "--parent-pid", str(os.getpid())),
         ]
         # A process group of its own: Ctrl-C in the terminal reaches `serve` alone, which then
         # stops everything in order (instead of the watcher seeing workers die and restarting them).
@@ -72,7 +74,9 @@ class ServeProcesses:
     def _watch(self) -> None:
         while not self._stopping.wait(CHECK_SECONDS):
             try:
-                self.check()
+                with self._lock:  # `stop` waits for a restart in progress, then nothing restarts
+                    if not self._stopping.is_set():
+                        self.check()
             except Exception:  # pragma: no cover - keep supervising; the next check tries again
                 log.exception("supervision check failed")
 
@@ -119,8 +123,12 @@ class ServeProcesses:
 
     def stop(self) -> None:
         self._stopping.set()
+        with self._lock:
+            self._stop_children()
         if self._watcher is not None:
-            self._watcher.join(timeout=RESTART_PAUSE_SECONDS + 5)
+            self._watcher.join(timeout=CHECK_SECONDS + 1)
+
+    def _stop_children(self) -> None:
         for proc in self.workers:
             if proc.poll() is None:
                 proc.terminate()

@@ -15,6 +15,7 @@ import pytest
 
 from ghostouch.config import Settings
 from ghostouch.embedded_broker import EmbeddedBroker
+from ghostouch.machine import machine_id
 from ghostouch.registry import job_records
 from tests.conftest import free_port, get_ok, poll_like_android, service_env, start_serve, wait_until
 from tests.test_processes import post_recording
@@ -43,6 +44,13 @@ def _cmd(process: psutil.Process) -> str:
         return " ".join(process.cmdline())
     except psutil.Error:  # exited, or a zombie not reaped yet
         return ""
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _worker_processes(serve: psutil.Process) -> list[psutil.Process]:
@@ -105,7 +113,13 @@ def test_serve_recovers_lost_messages_killed_workers_and_a_dead_broker(tmp_path:
 
         # 5. Its socket file vanishes while it runs (as when a stray Redis cleaned up the same
         # path): it no longer answers, so serve replaces it.
+        before = next(c for c in serve.children() if "redis-server" in _cmd(c))
         Settings(data_dir=data).embedded_broker_socket.unlink()
+        wait_until(
+            lambda: any("redis-server" in _cmd(c) and c.pid != before.pid for c in serve.children()),
+            60,
+            "the silent broker was not replaced",
+        )
         wait_until(lambda: get_ok(f"{url}/readyz"), 120, "not ready again after the socket vanished")
         task = post_recording(url, "four", 14).json()["task_id"]
         body, _ = poll_like_android(url, task, timeout=180)
@@ -115,7 +129,7 @@ def test_serve_recovers_lost_messages_killed_workers_and_a_dead_broker(tmp_path:
         proc.send_signal(signal.SIGTERM)  # as systemd or docker stop: everything stops with it
         proc.wait(timeout=60)
     assert proc.returncode is not None
-    assert not [c for c in family if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert not [c for c in family if _alive(c)]
 
 
 def test_a_broker_left_by_a_killed_serve_is_shut_down_and_a_running_one_is_not_touched(tmp_path: Path) -> None:
@@ -125,10 +139,12 @@ def test_a_broker_left_by_a_killed_serve_is_shut_down_and_a_running_one_is_not_t
     assert left.process is not None
     alive_owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        left.owner_file.write_text(f"{alive_owner.pid} {left.process.pid}\n")
-        with pytest.raises(RuntimeError, match=f"another ghostouch serve \\(pid {alive_owner.pid}\\)"):
-            EmbeddedBroker(socket_path).start()
-        assert left.answers() and left.process.poll() is None
+        left.owner_file.write_text(f"{machine_id()} {alive_owner.pid} {left.process.pid}\n")
+        refused = EmbeddedBroker(socket_path)
+        with pytest.raises(RuntimeError, match=f"another ghostouch serve \\(pid {alive_owner.pid} on "):
+            refused.start()
+        refused.stop()  # as serve's cleanup does: the running broker and its files are not its own
+        assert left.answers() and left.process.poll() is None and left.owner_file.exists()
     finally:
         alive_owner.kill()
         alive_owner.wait()
@@ -136,7 +152,7 @@ def test_a_broker_left_by_a_killed_serve_is_shut_down_and_a_running_one_is_not_t
     try:
         ours.start()  # the owner is gone: the broker it left is shut down, ours takes the socket
         assert left.process.wait(timeout=10) == 0
-        assert ours.answers() and ours.owner_file.read_text().split()[0] == str(os.getpid())
+        assert ours.answers() and ours.owner_file.read_text().split()[:2] == [machine_id(), str(os.getpid())]
     finally:
         ours.stop()
         left.stop()
@@ -144,7 +160,7 @@ def test_a_broker_left_by_a_killed_serve_is_shut_down_and_a_running_one_is_not_t
 
 def test_a_worker_of_serve_stops_when_serve_is_killed(tmp_path: Path, redis_url: str) -> None:
     env = service_env(tmp_path / "data", redis_url, free_port())
-    worker = "exec python -m ghostouch.cli worker --no-ensure-base --exit-with-parent --name orphan"
+    worker = "exec python -m ghostouch.cli worker --no-ensure-base --parent-pid $$ --name orphan"
     parent = subprocess.Popen(
         ["sh", "-c", f"{worker} & wait"], env={**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"}
     )
@@ -153,4 +169,4 @@ def test_a_worker_of_serve_stops_when_serve_is_killed(tmp_path: Path, redis_url:
     time.sleep(3)
     parent.kill()  # SIGKILL: no chance to stop its children
     parent.wait()
-    wait_until(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 60, "the worker ran on")
+    wait_until(lambda: not _alive(child), 60, "the worker ran on")

@@ -1,24 +1,26 @@
 """Jobs whose worker died: who runs a job, heartbeats, and putting abandoned jobs back in the queue.
 
-A worker process claims a job under its name ("host/pid-namespace:pid", `this_process`) and, while the job
-runs, refreshes the job's `updated_at` every `HEARTBEAT_SECONDS`. A job in PROGRESS is abandoned
-when its claimant is a process of this machine that no longer exists (a pool process killed by
-the OOM killer or SIGKILL), or when no heartbeat came for `STALE_JOB_SECONDS` (its machine died).
-Every worker's main process sweeps for such jobs when it starts and every `SWEEP_SECONDS`, sets
-them back to PENDING and queues them again (and sends again jobs PENDING for
-`RESEND_PENDING_SECONDS` since they were last sent); a job that has stopped `MAX_ATTEMPTS` workers ends as
-FAILURE instead. Claiming and releasing are compare-and-set updates (`job_records.claim_job`,
-`job_records.release_abandoned_jobs`), and every write a worker makes to its job holds only while the job
-is still its own (`job_records.JobTakenOver` stops it otherwise), so a job is never trained twice at once
-nor finished by a worker that lost it. Heartbeats are judged by the sweeping machine's clock:
-machines must keep their clocks within a few seconds of each other (NTP), far below the 60 s.
+A worker process claims a job under its name ("host/pid-namespace:pid", `this_process`) and,
+while the job runs, refreshes the job's `updated_at` every `HEARTBEAT_SECONDS`. A job in PROGRESS
+is abandoned when its claimant is a process of this machine that no longer exists (a pool process
+killed by the OOM killer or SIGKILL), or when no heartbeat came for `STALE_JOB_SECONDS` (its
+machine died). Every worker's main process sweeps for such jobs when it starts and every
+`SWEEP_SECONDS`, sets them back to PENDING and queues them again, and sends again the jobs
+PENDING for `RESEND_PENDING_SECONDS` since they were last sent while the queue is empty; a job
+that has stopped `MAX_ATTEMPTS` workers ends as FAILURE instead.
+
+Claiming and releasing are compare-and-set updates (`job_records.claim_job`,
+`job_records.release_abandoned_jobs`), and every write a worker makes to its job holds only while
+the job is still its own (`job_records.JobTakenOver` stops it otherwise), so a job is never
+trained twice at once nor finished by a worker that lost it. Heartbeats are judged by the
+sweeping machine's clock: machines must keep their clocks within a few seconds of each other
+(NTP), far below the 60 s.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +29,8 @@ from contextlib import contextmanager
 from celery import Celery
 
 from ghostouch.config import Settings
-from ghostouch.jobs.celery_app import enqueue_training
+from ghostouch.jobs.celery_app import QUEUE, enqueue_training
+from ghostouch.machine import machine_id, process_running
 from ghostouch.registry import job_records
 
 log = logging.getLogger(__name__)
@@ -36,38 +39,24 @@ HEARTBEAT_SECONDS = 10.0
 STALE_JOB_SECONDS = 60.0  # six missed heartbeats
 SWEEP_SECONDS = 30.0
 MAX_ATTEMPTS = 3
-# A job PENDING this long since it was queued (or last sent) is sent again: a worker killed after
-# taking its message but before starting it leaves the message with the broker for an hour (the
-# visibility timeout). In a long backlog that means one harmless extra message per job per minute.
+# A job PENDING this long since it was queued (or last sent), while the queue is empty, is sent
+# again: a worker killed after taking its message but before starting it leaves the message with
+# the broker for an hour (the visibility timeout). While the queue holds messages (a backlog, whose
+# jobs wait their turn) only after RESEND_BUSY_SECONDS, so a backlog is not flooded with copies.
 RESEND_PENDING_SECONDS = 60.0
-
-
-def _machine() -> str:
-    """This machine as process ids see it: host name and PID namespace (containers that share a
-    host name, as with host networking, have PID namespaces of their own)."""
-    try:
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        namespace = 0
-    return f"{socket.gethostname()}/{namespace}"
+RESEND_BUSY_SECONDS = 600.0
 
 
 def this_process() -> str:
-    return f"{_machine()}:{os.getpid()}"
+    return f"{machine_id()}:{os.getpid()}"
 
 
 def is_abandoned(claimant: str) -> bool:
     """True when `claimant` ("host/namespace:pid") is a process of this machine that has exited."""
     machine, _, pid = claimant.rpartition(":")
-    if machine != _machine() or not pid.isdigit():
+    if machine != machine_id() or not pid.isdigit():
         return False  # another machine's: only its missing heartbeats tell
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not process_running(int(pid))
 
 
 @contextmanager
@@ -104,6 +93,15 @@ def requeue_lost_jobs(celery: Celery, settings: Settings, pending_after_s: float
     return task_ids
 
 
+def queued_messages(celery: Celery) -> int | None:
+    """Messages waiting in the training queue (None when the broker does not say)."""
+    try:
+        with celery.connection_for_write() as connection:
+            return int(connection.default_channel.queue_declare(queue=QUEUE, passive=True).message_count)
+    except Exception:
+        return None
+
+
 def start_sweeper(celery: Celery, settings: Settings) -> threading.Thread:
     """A daemon thread that re-queues abandoned jobs every `SWEEP_SECONDS`."""
 
@@ -116,9 +114,10 @@ def start_sweeper(celery: Celery, settings: Settings) -> threading.Thread:
                 released = job_records.release_abandoned_jobs(db_url, STALE_JOB_SECONDS, is_abandoned, MAX_ATTEMPTS)
                 for task_id in released:
                     log.warning("job %s lost its worker; queued again", task_id)
-                waiting = job_records.pending_jobs_to_resend(db_url, RESEND_PENDING_SECONDS)
+                after = RESEND_PENDING_SECONDS if queued_messages(celery) == 0 else RESEND_BUSY_SECONDS
+                waiting = job_records.pending_jobs_to_resend(db_url, after)
                 for task_id in waiting:
-                    log.warning("job %s waited %.0f s in the queue; sent again", task_id, RESEND_PENDING_SECONDS)
+                    log.info("job %s waited %.0f s for a worker; sent again", task_id, after)
                 unsent.update(released, waiting)
                 for task_id in sorted(unsent):
                     enqueue_training(celery, task_id)
