@@ -56,7 +56,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, lambda *_: signal.raise_signal(signal.SIGTERM))  # uvicorn handles SIGTERM
     processes = ServeProcesses(settings, args.workers or settings.workers, lambda: _ensure_base_in_subprocess(settings))
     try:
-        processes.start()
+        try:
+            processes.start()
+        except RuntimeError as exc:  # e.g. another serve runs on this data directory
+            print(f"ghostouch serve: {exc}", file=sys.stderr)
+            return 1
         return _run_api(settings)
     finally:
         for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 
 def machine_id() -> str:
@@ -17,11 +18,16 @@ def machine_id() -> str:
 
 
 def process_running(pid: int) -> bool:
-    """Whether process `pid` of this machine exists (a zombie counts as running)."""
+    """Whether process `pid` of this machine runs: it exists and is not a zombie (a process that
+    has exited but was not reaped yet, as a SIGKILLed `serve` is for a moment)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc to ask: it exists
+    return stat.rpartition(")")[2].split()[0] != "Z"

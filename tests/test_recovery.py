@@ -15,7 +15,7 @@ import pytest
 
 from ghostouch.config import Settings
 from ghostouch.embedded_broker import EmbeddedBroker
-from ghostouch.machine import machine_id
+from ghostouch.machine import machine_id, process_running
 from ghostouch.registry import job_records
 from tests.conftest import free_port, get_ok, poll_like_android, service_env, start_serve, wait_until
 from tests.test_processes import post_recording
@@ -170,3 +170,14 @@ def test_a_worker_of_serve_stops_when_serve_is_killed(tmp_path: Path, redis_url:
     parent.kill()  # SIGKILL: no chance to stop its children
     parent.wait()
     wait_until(lambda: not _alive(child), 60, "the worker ran on")
+
+
+def test_a_zombie_is_not_a_running_process() -> None:
+    """A SIGKILLed `serve` stays a zombie until reaped; its broker must count as left behind."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert process_running(child.pid)
+    child.kill()
+    wait_until(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE, 10, "no zombie")
+    assert not process_running(child.pid)  # not reaped yet: still in the process table
+    child.wait()
+    assert not process_running(child.pid)
