@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ghostouch.config import Settings, get_settings
+from ghostouch.supervisor import ServeProcesses, python_cli
 
 log = logging.getLogger("ghostouch")
 
@@ -30,10 +31,6 @@ def _apply_overrides(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _python_cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ghostouch.cli", *args]
-
-
 def _ensure_base_in_subprocess(settings: Settings) -> None:
     """Provision base_v1 if the registry lacks it, in a child process (TensorFlow stays out of here)."""
     from ghostouch.registry import repo
@@ -42,12 +39,10 @@ def _ensure_base_in_subprocess(settings: Settings) -> None:
     migrate(settings.resolved_database_url)
     if repo.get_model(settings.resolved_database_url, "base_v1") is None:
         log.info("provisioning base_v1 (first start)")
-        subprocess.run(_python_cli("base", "ensure"), check=True)
+        subprocess.run(python_cli("base", "ensure"), check=True)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ghostouch.supervisor import ServeProcesses
-
     settings = _apply_overrides(args)
     # SIGTERM (systemd, docker stop) and SIGHUP (a closed terminal) end `serve` as Ctrl-C does,
     # through the `finally` below that stops the workers and the broker. (uvicorn handles them

@@ -39,7 +39,7 @@ class EmbeddedBroker:
 
     @property
     def owner_file(self) -> Path:
-        """Which process runs the broker on this socket: "<owner pid> <redis pid>"."""
+        """Who runs the broker on this socket: "<machine> <serve pid> <redis pid>"."""
         return self.socket_path.with_suffix(".owner")
 
     def start(self, timeout: float = 10.0) -> None:

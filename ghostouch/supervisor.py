@@ -25,6 +25,11 @@ CHECK_SECONDS = 2.0
 RESTART_PAUSE_SECONDS = 10.0  # before a restart of something that died within a minute of starting
 
 
+def python_cli(*args: str) -> list[str]:
+    """The command line of `ghostouch ARGS` run by this Python."""
+    return [sys.executable, "-m", "ghostouch.cli", *args]
+
+
 class ServeProcesses:
     def __init__(self, settings: Settings, n_workers: int, before_workers: Callable[[], None]) -> None:
         self.settings = settings
@@ -33,7 +38,6 @@ class ServeProcesses:
         self.broker = None if settings.broker_url else EmbeddedBroker(settings.embedded_broker_socket)
         self.workers: list[subprocess.Popen[bytes]] = []
         self.started_at: list[float] = []
-        self.restarts = 0
         self.broker_started_at = 0.0
         self.broker_silent = 0  # checks in a row in which the broker did not answer
         self._stopping = threading.Event()
@@ -55,10 +59,7 @@ class ServeProcesses:
         self._watcher.start()
 
     def _start_worker(self, i: int) -> subprocess.Popen[bytes]:
-        command = [
-            *(sys.executable, "-m", "ghostouch.cli", "worker", "--name", f"serve{i}"),
-            *("--no-ensure-base", "--parent-pid", str(os.getpid())),
-        ]
+        command = python_cli("worker", "--name", f"serve{i}", "--no-ensure-base", "--parent-pid", str(os.getpid()))
         # A process group of its own: Ctrl-C in the terminal reaches `serve` alone, which then
         # stops everything in order (instead of the watcher seeing workers die and restarting them).
         return subprocess.Popen(command, process_group=0)
@@ -88,7 +89,6 @@ class ServeProcesses:
             self.broker.stop()
             self.broker_started_at = time.monotonic()
             self.broker.start()
-            self.restarts += 1
             self._requeue_everything_pending()
         for i, proc in enumerate(self.workers):
             if proc.poll() is None:
@@ -98,7 +98,6 @@ class ServeProcesses:
                 return
             self.workers[i] = self._start_worker(i)
             self.started_at[i] = time.monotonic()
-            self.restarts += 1
 
     def _broker_is_down(self, broker: EmbeddedBroker) -> bool:
         """Exited, or not answering on its socket for three checks in a row (its socket file

@@ -68,6 +68,21 @@ def _kill_when_running(url: str, db_url: str, task_id: str, victims: object) -> 
     assert job is not None and job["status"] == "PROGRESS", "the job finished before its worker was killed"
 
 
+def _broker_replaced_after(serve: psutil.Process, url: str, harm: object, pose: str) -> None:
+    """`harm(broker)`, then serve runs a new broker process, is ready again and trains `pose`."""
+    broker = next(c for c in serve.children() if "redis-server" in _cmd(c))
+    harm(broker)  # type: ignore[operator]
+    wait_until(
+        lambda: any("redis-server" in _cmd(c) and c.pid != broker.pid for c in serve.children()),
+        60,
+        "the broker was not replaced",
+    )
+    wait_until(lambda: get_ok(f"{url}/readyz"), 120, "not ready again after the broker was replaced")
+    task = post_recording(url, pose, 13).json()["task_id"]
+    body, _ = poll_like_android(url, task, timeout=180)
+    assert body["status"] == "SUCCESS", body
+
+
 def test_serve_recovers_lost_messages_killed_workers_and_a_dead_broker(tmp_path: Path) -> None:
     port, data = free_port(), tmp_path / "data"
     env = service_env(data, None, port)
@@ -99,31 +114,12 @@ def test_serve_recovers_lost_messages_killed_workers_and_a_dead_broker(tmp_path:
         assert body["status"] == "SUCCESS", body
 
         # 4. The embedded broker dies: serve starts it again and new jobs run.
-        broker = next(c for c in serve.children() if "redis-server" in _cmd(c))
-        broker.kill()
-        wait_until(
-            lambda: any("redis-server" in _cmd(c) and c.pid != broker.pid for c in serve.children()),
-            30,
-            "the broker was not started again",
-        )
-        wait_until(lambda: get_ok(f"{url}/readyz"), 120, "not ready again after the broker restart")
-        task = post_recording(url, "pinch", 13).json()["task_id"]
-        body, _ = poll_like_android(url, task, timeout=180)
-        assert body["status"] == "SUCCESS", body
+        _broker_replaced_after(serve, url, lambda broker: broker.kill(), "pinch")
 
         # 5. Its socket file vanishes while it runs (as when a stray Redis cleaned up the same
         # path): it no longer answers, so serve replaces it.
-        before = next(c for c in serve.children() if "redis-server" in _cmd(c))
-        Settings(data_dir=data).embedded_broker_socket.unlink()
-        wait_until(
-            lambda: any("redis-server" in _cmd(c) and c.pid != before.pid for c in serve.children()),
-            60,
-            "the silent broker was not replaced",
-        )
-        wait_until(lambda: get_ok(f"{url}/readyz"), 120, "not ready again after the socket vanished")
-        task = post_recording(url, "four", 14).json()["task_id"]
-        body, _ = poll_like_android(url, task, timeout=180)
-        assert body["status"] == "SUCCESS", body
+        socket_path = Settings(data_dir=data).embedded_broker_socket
+        _broker_replaced_after(serve, url, lambda _broker: socket_path.unlink(), "four")
         family = serve.children(recursive=True)
     finally:
         proc.send_signal(signal.SIGTERM)  # as systemd or docker stop: everything stops with it

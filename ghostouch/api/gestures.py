@@ -18,7 +18,14 @@ from pydantic import BaseModel, Field
 from ghostouch.api.errors import bad_request, not_found
 from ghostouch.api.models import describe, visible_model
 from ghostouch.api.state import ApiState, current_owner, get_state
-from ghostouch.api.training import Body, accepted, clean_gesture_name, parse_body, queue_job, read_json_body
+from ghostouch.api.training import (
+    accepted,
+    clean_gesture_name,
+    json_body_schema,
+    parse_body,
+    queue_job,
+    read_json_body,
+)
 from ghostouch.config import MAX_FRAMES, MIN_FRAMES
 from ghostouch.engine.frames import FrameError, check_frames
 from ghostouch.publishing import publish_model
@@ -70,13 +77,11 @@ def _rename(state: ApiState, model: repo.ModelInfo, owner: str, old: str, new: s
     return created
 
 
-def _body_of(model: type[Body]) -> dict[str, Any]:
-    """OpenAPI for a route that parses its JSON body itself (`parse_body`)."""
-    return {"requestBody": {"content": {"application/json": {"schema": model.model_json_schema()}}, "required": True}}
-
-
 @router.post(
-    "/{name:path}/rename", status_code=201, responses={404: {}, 409: {}, 422: {}}, openapi_extra=_body_of(RenameRequest)
+    "/{name:path}/rename",
+    status_code=201,
+    responses={404: {}, 409: {}, 422: {}},
+    openapi_extra=json_body_schema(RenameRequest),
 )
 async def rename_gesture(
     request: Request,
@@ -116,7 +121,7 @@ async def delete_gesture(
 
 
 @router.post(
-    "/{name:path}/frames", status_code=202, responses={404: {}, 422: {}}, openapi_extra=_body_of(FramesRequest)
+    "/{name:path}/frames", status_code=202, responses={404: {}, 422: {}}, openapi_extra=json_body_schema(FramesRequest)
 )
 async def add_frames(
     request: Request,

@@ -90,21 +90,24 @@ async def read_json_body(request: Request) -> Any:
 Body = TypeVar("Body", bound=BaseModel)
 
 
-def parse_body(model: type[Body], body: Any) -> Body:
-    """`body` as `model`, or 422 saying which fields are wrong."""
+def parse_body(model: type[Body], body: Any, preamble: str = "") -> Body:
+    """`body` as `model`, or 422 saying which fields are wrong (after `preamble`)."""
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise bad_request(describe_errors(exc.errors())) from None
+        raise bad_request(preamble + describe_errors(exc.errors())) from None
+
+
+def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a route that parses its JSON body itself (`read_json_body`, `parse_body`)."""
+    return {"requestBody": {"content": {"application/json": {"schema": model.model_json_schema()}}, "required": True}}
 
 
 @router.post(
     "/train",
     status_code=202,
     response_model=TrainAccepted,
-    openapi_extra={
-        "requestBody": {"content": {"application/json": {"schema": TrainRequest.model_json_schema()}}, "required": True}
-    },
+    openapi_extra=json_body_schema(TrainRequest),
     responses={
         404: {"description": "unknown model_code"},
         413: {"description": "body too large"},
@@ -118,11 +121,7 @@ async def train(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
     """Queue the training of a child model: the parent's gestures plus this one."""
-    body = await read_json_body(request)
-    try:
-        req = TrainRequest.model_validate(body)
-    except ValidationError as exc:
-        raise bad_request(f"body must be {{model_code, gesture, landmarks}}: {describe_errors(exc.errors())}") from None
+    req = parse_body(TrainRequest, await read_json_body(request), "body must be {model_code, gesture, landmarks}: ")
     gesture = clean_gesture_name(req.gesture)
     try:
         frames = check_frames(req.landmarks, MIN_FRAMES, MAX_FRAMES)
@@ -159,27 +158,18 @@ def queue_job(
     With an `idempotency_key` this owner already used, the original job is answered instead: for
     the same request only (422 otherwise), and queued again if the queue was down the first time.
     """
-    request = {
-        "kind": kind,
-        "parent_code": parent_code,
-        "gesture": gesture,
-        "sample_ref": repo.sample_ref_of(frames) if frames is not None else None,
-        "options": options,
-    }
+    request: dict[str, Any] = {"kind": kind, "parent_code": parent_code, "gesture": gesture, "options": options}
     if idempotency_key:
         previous = job_records.find_job_by_key(state.db_url, owner, idempotency_key)
-        if previous is not None:
+        if previous is not None:  # a retry: compare, without storing its frames
+            request["sample_ref"] = repo.sample_ref_of(frames) if frames is not None else None
             return _replay(state, previous, request, idempotency_key)
-    if frames is not None:
-        repo.store_sample_set(state.db_url, state.store, frames)
+    request["sample_ref"] = repo.store_sample_set(state.db_url, state.store, frames) if frames is not None else None
     job, created = job_records.create_job(state.db_url, owner=owner, idempotency_key=idempotency_key, **request)
     if not created:  # the same key, sent concurrently
         return _replay(state, job, request, str(idempotency_key))
     _enqueue(state, job["task_id"])
     return job
-
-
-QUEUE_DOWN = "the training queue is unavailable; please retry later"
 
 
 def _enqueue(state: ApiState, task_id: str) -> None:
@@ -192,7 +182,7 @@ def _enqueue(state: ApiState, task_id: str) -> None:
             task_id,
             status="FAILURE",
             current_step="failed",
-            error_info=QUEUE_DOWN,
+            error_info="the training queue is unavailable; please retry later",
             error_detail={"queue_unavailable": True},
         )
         raise HTTPException(503, f"the training queue is unavailable ({type(exc).__name__}); please retry") from None

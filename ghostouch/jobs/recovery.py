@@ -85,12 +85,19 @@ def requeue_lost_jobs(celery: Celery, settings: Settings, pending_after_s: float
     `settings.requeue_after_seconds`; 0 right after an embedded broker started empty), whose
     queue messages a broker restart or flush may have lost."""
     db_url = settings.resolved_database_url
-    released = job_records.release_abandoned_jobs(db_url, STALE_JOB_SECONDS, is_abandoned, MAX_ATTEMPTS)
+    released = _release_abandoned(db_url)
     age = settings.requeue_after_seconds if pending_after_s is None else pending_after_s
     task_ids = sorted(set(released) | set(job_records.pending_jobs_older_than(db_url, age)))
     for task_id in task_ids:
         enqueue_training(celery, task_id)
     return task_ids
+
+
+def _release_abandoned(db_url: str) -> list[str]:
+    released = job_records.release_abandoned_jobs(db_url, STALE_JOB_SECONDS, is_abandoned, MAX_ATTEMPTS)
+    for task_id in released:
+        log.warning("job %s lost its worker; queued again", task_id)
+    return released
 
 
 def queued_messages(celery: Celery) -> int | None:
@@ -111,9 +118,7 @@ def start_sweeper(celery: Celery, settings: Settings) -> threading.Thread:
         while True:
             time.sleep(SWEEP_SECONDS)
             try:
-                released = job_records.release_abandoned_jobs(db_url, STALE_JOB_SECONDS, is_abandoned, MAX_ATTEMPTS)
-                for task_id in released:
-                    log.warning("job %s lost its worker; queued again", task_id)
+                released = _release_abandoned(db_url)
                 after = RESEND_PENDING_SECONDS if queued_messages(celery) == 0 else RESEND_BUSY_SECONDS
                 waiting = job_records.pending_jobs_to_resend(db_url, after)
                 for task_id in waiting:
