@@ -13,14 +13,16 @@ from ghostouch.storage import LinkError, LinkExpired, LocalObjectStore, ObjectNo
 router = APIRouter(tags=["downloads"])
 
 
-@router.api_route("/dl/{expires}/{sig}/{key:path}", methods=["GET", "HEAD"], response_class=FileResponse)
+@router.get("/dl/{expires}/{sig}/{key:path}", response_class=FileResponse)
+@router.head("/dl/{expires}/{sig}/{key:path}", response_class=FileResponse, include_in_schema=False)
 def signed_download(key: str, expires: str, sig: str, state: Annotated[ApiState, Depends(get_state)]) -> FileResponse:
     """A stored model file or label map, as linked from `/status` and `/models` (signed links
     carry their expiry and signature in the path, so the last segment is the file name)."""
     return _serve(state, key, expires, sig)
 
 
-@router.api_route("/files/{key:path}", methods=["GET", "HEAD"], response_class=FileResponse)
+@router.get("/files/{key:path}", response_class=FileResponse)
+@router.head("/files/{key:path}", response_class=FileResponse, include_in_schema=False)
 def download(
     key: str,
     state: Annotated[ApiState, Depends(get_state)],
