@@ -56,7 +56,7 @@ def test_api_process_never_imports_tensorflow_and_starts_fast() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, "the API imported TensorFlow/LiteRT: " + done.stderr
-    assert float(done.stdout.strip()) < 2.0
+    assert float(done.stdout.strip()) < 5.0  # ~0.5 s; importing TensorFlow alone takes ~2 s quiet
 
 
 def test_the_world_landmark_gate_follows_the_lineage() -> None:

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from ghostouch.engine import hands
-from ghostouch.engine.duplicates import MAX_SPREAD_RATIO, check_duplicate, spread_ratio
+from ghostouch.engine.duplicates import (
+    MAX_ORIENTATION_RATIO,
+    MAX_SPREAD_RATIO,
+    check_duplicate,
+    orientation_ratio,
+    spread_ratio,
+)
 from ghostouch.engine.trainer import (
     EngineConfig,
     GestureFrames,
@@ -43,7 +49,9 @@ def child() -> TrainedModel:
 
 def test_metrics_and_contract(child: TrainedModel) -> None:
     assert child.labels == [*BASE, "one"]
-    assert child.metrics["uint8_agreement"] >= 0.99
+    # The legacy export computes in float32 between its uint8 boundaries: it shows what the trained
+    # model shows on every check frame (the trainer would refuse it only below 99 %).
+    assert child.metrics["uint8_agreement"] == 1.0
     assert child.metrics["input_quantization"] == {"scale": pytest.approx(0.001), "zero_point": 128}
     assert set(child.metrics["timings"]) == {"train_s", "export_s", "verify_s"}
     lite = LiteModel.load(child.tflite_uint8)
@@ -147,6 +155,24 @@ def test_spread_ratio_tells_re_recordings_from_other_shapes() -> None:
                 assert spread_ratio(first[other], first[name]) > 2.0, (name, other)
 
 
+def test_orientation_ratio_tells_twins_from_re_recordings() -> None:
+    """Same hand shape, held another way (thumbs up / down, pointing left / right): the palm's
+    orientation tells them apart, and a re-recording by the same hand stays close."""
+    for seed in range(3):
+        rng = np.random.default_rng(40 + seed)
+        hand = float(seed % 2)
+        for first, second in (("thumbs_up", "thumbs_down"), ("point_left", "point_right")):
+            a = hands.generate_recording(first, 100, rng, handedness=hand)
+            again = hands.generate_recording(first, 100, rng, handedness=hand)
+            twin = hands.generate_recording(second, 100, rng, handedness=hand)
+            same, turned = orientation_ratio(again, a), orientation_ratio(twin, a)
+            assert same is not None and same <= 0.5 * MAX_ORIENTATION_RATIO, (seed, first, same)
+            assert turned is not None and turned >= 1.5 * MAX_ORIENTATION_RATIO, (seed, first, turned)
+    flat = hands.generate_recording("rock", 100, np.random.default_rng(3))
+    flat[:, 2:63:3] = 0.0
+    assert orientation_ratio(flat, flat) is None  # 2-D keypoints: the palm's facing is ambiguous
+
+
 def test_flat_keypoints_train_flat_samples() -> None:
     gestures = recordings(BASE, 2)
     flat_sets = []
@@ -178,7 +204,10 @@ def test_a_warm_job_is_fast() -> None:
         t = time.perf_counter()
         train_gesture_model(gestures, EngineConfig(seed=seed))
         times.append(time.perf_counter() - t)
-    assert float(np.median(times)) < 2.0  # ~0.6 s on a quiet 2-core machine; generous for CI
+    # ~0.6 s on a quiet 2-core machine, 2.2 s with two other TensorFlow processes running; the
+    # bound catches what costs seconds per job (retracing the training loop, rebuilding the
+    # embedding), not noise: bench/RESULTS.md tracks the real figures.
+    assert float(np.median(times)) < 5.0
 
 
 def test_a_pose_trained_twice_under_two_names_still_passes_verification() -> None:
@@ -187,8 +216,8 @@ def test_a_pose_trained_twice_under_two_names_still_passes_verification() -> Non
     rng = np.random.default_rng(41)
     again = [GestureFrames(f"{name} {i}", hands.generate_recording(name, 100, rng)) for i in range(3) for name in BASE]
     gestures = [*recordings(BASE, 41), *again]
-    model = train_gesture_model(gestures)
-    assert model.metrics["uint8_agreement"] >= 0.99
+    model = train_gesture_model(gestures)  # raises ModelCheckFailed when the check fails
+    assert len(model.labels) == 12 and model.metrics["holdout_confusion"]["rows"] == model.labels
 
 
 def test_a_gesture_without_frames_is_refused_by_name() -> None:

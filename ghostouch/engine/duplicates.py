@@ -18,6 +18,16 @@ let a few stray open-hand frames in a kinivi "Close" recording pass Open off as 
 re-recordings of a gesture lie 0.4-1.1 spreads from it and those new gestures 1.13-3.2. The
 ratio the engine used before, distance to the gesture over its distance to the other gestures,
 overlapped (0.1-0.7 against 0.4-1.0).
+
+3. For world landmarks, is it held the same way? The hand shape ignores orientation, and a
+   parent that knows only thumbs-up takes thumbs-down for it too (the shape is the same, and
+   nothing taught it to look at orientation), so that question alone refused every orientation
+   twin. The palm's orientation is compared the same way as the shape: the new frames' distance
+   to the candidate's, in units of how far the augmentation (turns of up to 75 deg in the image,
+   40 deg in depth) moves them. On generator recordings (canonical orientations, 15 draws of each
+   pose) a re-recording of the same pose by the same hand lies at most 0.41 spreads away, the
+   twins (thumbs up / down, pointing left / right) 1.69 or more. 2-D keypoints skip this
+   question: seen flat, the palm's facing is ambiguous.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ghostouch.engine import negatives
+from ghostouch.engine.augment import is_flat, mirrored_points, palm_axes
 from ghostouch.engine.verify import LiteModel
 
 Frames = npt.NDArray[np.float32]
@@ -41,6 +52,9 @@ RECOGNIZED_PROBABILITY = 0.5
 # Largest median distance of the new frames to the candidate's, in units of its spread (the 90th
 # percentile distance of its augmented copies to its frames), for the same hand shape.
 MAX_SPREAD_RATIO = 1.15
+# Largest median distance of the new frames' palm orientation to the candidate's, in units of
+# how far the augmentation turns them: beyond it, the pose is held another way (a twin).
+MAX_ORIENTATION_RATIO = 1.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,7 @@ class DuplicateVerdict:
     mean_probability: float  # its mean probability over the new frames
     shares: dict[str, float]  # share of frames recognized as each existing gesture
     spread_ratio: float | None = None  # hand-shape distance to that gesture, in its spreads
+    orientation_ratio: float | None = None  # palm-orientation distance, in its spreads (3-D only)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -60,6 +75,7 @@ class DuplicateVerdict:
             "mean_probability": round(self.mean_probability, 4),
             "shares": {k: round(v, 4) for k, v in self.shares.items()},
             "spread_ratio": None if self.spread_ratio is None else round(self.spread_ratio, 4),
+            "orientation_ratio": None if self.orientation_ratio is None else round(self.orientation_ratio, 4),
         }
 
 
@@ -71,6 +87,25 @@ def spread_ratio(new: Frames, gesture: Frames, seed: int = 0) -> float:
     return negatives.spread_ratio(negatives.shape(new), negatives.shape_spread(gesture, seed))
 
 
+def palm_orientation(frames: Frames) -> Frames:
+    """[n, 9]: each frame's palm axes (`augment.palm_axes`, left hands mirrored) as one rotation
+    matrix, flattened; the Euclidean distance of two rows grows with the angle between them."""
+    distal, lateral, palmar = palm_axes(mirrored_points(frames)[0])
+    return np.concatenate([distal, lateral, palmar], axis=1).astype(np.float32)
+
+
+def orientation_ratio(new: Frames, gesture: Frames, seed: int = 0) -> float | None:
+    """Median distance of `new` frames' palm orientation to `gesture`'s, in units of how far the
+    engine's augmentation turns `gesture`'s frames; None for 2-D keypoints."""
+    if len(gesture) == 0 or len(new) == 0 or is_flat(new) or is_flat(gesture):
+        return None
+    reference, spread = negatives.augmented_spread(
+        gesture, palm_orientation, np.random.default_rng(seed), negatives.SPREAD_NEIGHBOURS
+    )
+    distances = negatives.kth_nearest_distance(palm_orientation(new), reference, negatives.SPREAD_NEIGHBOURS)
+    return float(np.median(distances)) / spread
+
+
 def check_duplicate(
     parent: LiteModel,
     labels: list[str],
@@ -79,6 +114,7 @@ def check_duplicate(
     ignore: str | None = None,
     share: float = DUPLICATE_SHARE,
     max_spread_ratio: float = MAX_SPREAD_RATIO,
+    max_orientation_ratio: float = MAX_ORIENTATION_RATIO,
 ) -> DuplicateVerdict:
     """Compare the new frames with the parent's gestures (all but `ignore`, a refined gesture).
 
@@ -95,8 +131,9 @@ def check_duplicate(
     best = max(candidates, key=lambda k: candidates[k])
     mean_p = float(np.mean(proba[:, labels.index(best)]))
     duplicate = candidates[best] >= share
-    ratio = None
+    ratio = turn = None
     if known is not None and best in known:
         ratio = spread_ratio(frames, known[best])
-        duplicate = duplicate and ratio <= max_spread_ratio
-    return DuplicateVerdict(duplicate, best, candidates[best], mean_p, shares, ratio)
+        turn = orientation_ratio(frames, known[best])
+        duplicate = duplicate and ratio <= max_spread_ratio and (turn is None or turn <= max_orientation_ratio)
+    return DuplicateVerdict(duplicate, best, candidates[best], mean_p, shares, ratio, turn)

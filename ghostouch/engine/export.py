@@ -18,12 +18,9 @@ import numpy.typing as npt
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
 
-from ghostouch.engine.frames import INPUT_MAX, INPUT_MIN, INPUT_SCALE, INPUT_ZERO_POINT, app_view
+from ghostouch.engine.frames import INPUT_MAX, INPUT_MIN, INPUT_SCALE, INPUT_ZERO_POINT, OUTPUT_SCALE, app_view
 from ghostouch.engine.gate import Gate
 from ghostouch.engine.model import Weights, tf_logits
-
-# The apps dequantize the softmax output with this scale (zero point 0), as converted models have it.
-OUTPUT_SCALE = 1.0 / 256.0
 
 
 def _constants(weights: Weights, gate: Gate | None) -> tuple[list[tf.Tensor], tuple[tf.Tensor, tf.Tensor] | None]:

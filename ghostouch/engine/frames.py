@@ -27,6 +27,8 @@ INPUT_SCALE = 0.001
 INPUT_ZERO_POINT = 128
 INPUT_MIN = (0 - INPUT_ZERO_POINT) * INPUT_SCALE
 INPUT_MAX = (255 - INPUT_ZERO_POINT) * INPUT_SCALE
+# The apps dequantize the softmax output with this scale (zero point 0), as converted models have it.
+OUTPUT_SCALE = 1.0 / 256.0
 
 # The smallest span (m) of a frame's landmarks along its widest axis: a fist is about 0.08 m.
 MIN_HAND_EXTENT = 0.02

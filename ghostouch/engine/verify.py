@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 from ai_edge_litert.interpreter import Interpreter
 
-from ghostouch.engine.frames import FRAME_SIZE
+from ghostouch.engine.frames import FRAME_SIZE, INPUT_SCALE, INPUT_ZERO_POINT, OUTPUT_SCALE
 
 
 class ModelCheckFailed(RuntimeError):
@@ -63,18 +63,41 @@ class LiteModel:
         return out
 
 
+def _same_quantization(actual: tuple[float, int], expected: tuple[float, int]) -> bool:
+    return actual[1] == expected[1] and abs(actual[0] - expected[0]) <= 1e-6 * expected[0]
+
+
 def check_legacy_contract(model: LiteModel, n_outputs: int) -> None:
-    """The tensor layout the shipped apps rely on: uint8 [1, 64] in, uint8 [1, N] out."""
-    interp = model.interpreter
-    (inp,) = interp.get_input_details()
-    (out,) = interp.get_output_details()
-    problems = []
-    if inp["dtype"] != np.uint8 or list(inp["shape"]) != [1, FRAME_SIZE]:
-        problems.append(f"input is {inp['dtype'].__name__}{list(inp['shape'])}, apps need uint8[1, 64]")
-    if out["dtype"] != np.uint8 or list(out["shape"]) != [1, n_outputs]:
-        problems.append(f"output is {out['dtype'].__name__}{list(out['shape'])}, apps need uint8[1, {n_outputs}]")
+    """The tensor layout the shipped apps rely on: uint8 [1, 64] in, uint8 [1, N] out, with the
+    quantization the engine was trained for (1 mm steps around zero point 128; probabilities in
+    1/256 steps): the apps quantize with whatever the file declares."""
+    problems = _layout_problems(model, np.uint8, n_outputs)
+    if not _same_quantization(model.input_quant, (INPUT_SCALE, INPUT_ZERO_POINT)):
+        expected = (INPUT_SCALE, INPUT_ZERO_POINT)
+        problems.append(f"input quantization is {model.input_quant}, the model expects {expected}")
+    if not _same_quantization(model.output_quant, (OUTPUT_SCALE, 0)):
+        problems.append(f"output quantization is {model.output_quant}, apps need {(OUTPUT_SCALE, 0)}")
     if problems:
         raise ModelCheckFailed("; ".join(problems))
+
+
+def check_float_contract(model: LiteModel, n_outputs: int) -> None:
+    """The float variant for newer apps: float32 [1, 64] in, float32 [1, N] out."""
+    problems = _layout_problems(model, np.float32, n_outputs)
+    if problems:
+        raise ModelCheckFailed("float variant: " + "; ".join(problems))
+
+
+def _layout_problems(model: LiteModel, dtype: type, n_outputs: int) -> list[str]:
+    (inp,) = model.interpreter.get_input_details()
+    (out,) = model.interpreter.get_output_details()
+    name = np.dtype(dtype).name
+    problems = []
+    if inp["dtype"] != dtype or list(inp["shape"]) != [1, FRAME_SIZE]:
+        problems.append(f"input is {inp['dtype'].__name__}{list(inp['shape'])}, apps need {name}[1, 64]")
+    if out["dtype"] != dtype or list(out["shape"]) != [1, n_outputs]:
+        problems.append(f"output is {out['dtype'].__name__}{list(out['shape'])}, apps need {name}[1, {n_outputs}]")
+    return problems
 
 
 SHOWN = 0.5  # the apps show a gesture when its probability reaches this

@@ -18,7 +18,7 @@ from ghostouch.engine.verify import LiteModel, ModelCheckFailed
 from ghostouch.jobs import recovery
 from ghostouch.publishing import publish_model
 from ghostouch.registry import job_records, repo
-from ghostouch.storage import ObjectStore, StorageError, build_store
+from ghostouch.storage import ObjectNotFound, ObjectStore, StorageError, build_store
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +46,19 @@ def context_for(settings: Settings) -> WorkerContext:
     return _contexts[key]
 
 
-def gesture_training_frames(ctx: WorkerContext, refs: list[str]) -> tuple[list[str], np.ndarray]:
-    """Newest sample sets of a gesture up to the per-gesture cap: (refs kept, their frames)."""
+def gesture_training_frames(ctx: WorkerContext, refs: list[str]) -> np.ndarray:
+    """A gesture's newest frames up to the per-gesture cap (only the sample sets they are in are
+    read)."""
     cap = ctx.settings.max_frames_per_gesture
-    kept: list[str] = []
     blocks: list[np.ndarray] = []
     total = 0
     for ref in reversed(refs):
         frames = repo.load_sample_sets(ctx.db_url, ctx.store, [ref])
-        kept.insert(0, ref)
         blocks.insert(0, frames)
         total += len(frames)
         if total >= cap:
             break
-    frames = np.concatenate(blocks)[-cap:]
-    return kept, frames
+    return np.concatenate(blocks)[-cap:]
 
 
 def run_training_job(ctx: WorkerContext, task_id: str, engine_config: EngineConfig | None = None) -> None:
@@ -103,8 +101,10 @@ def _run_claimed(ctx: WorkerContext, job: dict[str, Any], engine_config: EngineC
         fail(str(exc))
     except ModelCheckFailed as exc:
         fail(f"the exported model failed verification: {exc}")
+    except (repo.MissingSamples, ObjectNotFound) as exc:  # retrying cannot bring them back
+        fail(f"the parent model's stored data is missing ({exc}); train from another model")
     except StorageError as exc:
-        fail(f"could not store the model: {exc}")
+        fail(f"the model storage failed ({exc}); please retry")
     except Exception as exc:
         log.exception("training job %s failed", job["task_id"])
         fail(f"internal error while training ({type(exc).__name__}); please retry")
@@ -241,14 +241,16 @@ def _end_duplicate(ctx: WorkerContext, job: dict[str, Any], message: str, scores
 def _gesture_data(
     ctx: WorkerContext, gestures: list[repo.GestureInfo], refine: str | None, new_ref: str | None
 ) -> tuple[list[repo.GestureInfo], list[GestureFrames]]:
-    """Each gesture's capped sample references and frames, with `new_ref` added to `refine`."""
+    """Each gesture's sample references and training frames, with `new_ref` added to `refine`.
+    The child keeps every reference, also those beyond the training cap: the duplicate check of
+    its own children compares with all of them, and the frames count is what is stored."""
     infos: list[repo.GestureInfo] = []
     training: list[GestureFrames] = []
     for g in gestures:
         refs = [*g.sample_refs, new_ref] if g.name == refine and new_ref else list(g.sample_refs)
-        kept, frames = gesture_training_frames(ctx, refs)
-        infos.append(repo.GestureInfo(g.name, g.output_index, kept, len(frames)))
-        training.append(GestureFrames(g.name, frames))
+        stored = repo.count_sample_frames(ctx.db_url, refs)
+        infos.append(repo.GestureInfo(g.name, g.output_index, refs, stored))
+        training.append(GestureFrames(g.name, gesture_training_frames(ctx, refs)))
     return infos, training
 
 
@@ -272,6 +274,8 @@ def _train_and_publish(
     infos, training, extra = plan.infos, plan.training, plan.extra
     engine_config = lineage_config(engine_config, parent)
     trained = train_gesture_model(training, engine_config, progress=step)
+    if trained.labels != [g.name for g in infos] or [g.output_index for g in infos] != list(range(len(infos))):
+        raise ModelCheckFailed(f"its outputs {trained.labels} do not follow the label map {[g.name for g in infos]}")
     step("publishing the model")
     code = repo.new_code()
     label_map = {g.name: g.output_index for g in infos}

@@ -65,6 +65,20 @@ def store_sample_set(db_url: str, store: ObjectStore, frames: npt.NDArray[np.flo
     return sha
 
 
+class MissingSamples(LookupError):
+    """A sample set a model version refers to is not in the registry."""
+
+
+def count_sample_frames(db_url: str, refs: list[str]) -> int:
+    """How many frames the referenced sample sets hold (a set referenced twice counts twice)."""
+    with session_scope(db_url) as s:
+        sizes = {r.sha256: r.n_frames for r in s.scalars(select(SampleSet).where(SampleSet.sha256.in_(refs)))}
+    missing = [ref for ref in refs if ref not in sizes]
+    if missing:
+        raise MissingSamples(f"training samples {missing[0]} are missing from the registry")
+    return sum(sizes[ref] for ref in refs)
+
+
 def load_sample_sets(db_url: str, store: ObjectStore, refs: list[str]) -> npt.NDArray[np.float32]:
     """Frames of the referenced sample sets, concatenated in order."""
     with session_scope(db_url) as s:
@@ -73,7 +87,7 @@ def load_sample_sets(db_url: str, store: ObjectStore, refs: list[str]) -> npt.ND
     for ref in refs:
         row = rows.get(ref)
         if row is None:
-            raise LookupError(f"training samples {ref} are missing from the registry")
+            raise MissingSamples(f"training samples {ref} are missing from the registry")
         arrays.append(np.load(io.BytesIO(store.get_bytes(row.storage_key)), allow_pickle=False))
     if not arrays:
         return np.empty((0, 64), np.float32)
