@@ -87,6 +87,12 @@ def _run_api(settings: Settings) -> int:
     from ghostouch.api.app import create_app
 
     log.info("API on http://%s:%s (downloads via %s)", settings.host, settings.port, settings.resolved_public_url)
+    if settings.listens_everywhere and not settings.public_url and settings.storage == "local":
+        log.warning(
+            "listening on every interface: download links use this host's name (%s); set "
+            "GHOSTOUCH_PUBLIC_URL to the address phones reach",
+            settings.resolved_public_url,
+        )
     uvicorn.run(
         create_app(settings),
         host=settings.host,

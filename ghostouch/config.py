@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -64,8 +65,17 @@ class Settings(BaseSettings):
 
     @property
     def resolved_public_url(self) -> str:
-        url = self.public_url or f"http://{self.host}:{self.port}"
-        return url.rstrip("/")
+        """Base of local download links. Listening on every interface (0.0.0.0) says nothing about
+        the address phones reach: then this machine's host name stands in, and `api`/`serve`
+        warn that GHOSTOUCH_PUBLIC_URL should say it."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = socket.gethostname() if self.listens_everywhere else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def listens_everywhere(self) -> bool:
+        return self.host in ("0.0.0.0", "::", "")
 
     @property
     def resolved_database_url(self) -> str:

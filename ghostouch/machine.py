@@ -8,13 +8,18 @@ from pathlib import Path
 
 
 def machine_id() -> str:
-    """This machine as process ids see it: host name and PID namespace (containers that share a
-    host name, as with host networking, have PID namespaces of their own)."""
+    """This machine as process ids see it: host name, boot and PID namespace. The boot id tells
+    apart machines that share a host name (every host's initial PID namespace has the same
+    number); the namespace tells apart containers on one host (they share its boot id)."""
     try:
         namespace = os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         namespace = 0
-    return f"{socket.gethostname()}/{namespace}"
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        boot = "-"
+    return f"{socket.gethostname()}/{boot}/{namespace}"
 
 
 def process_running(pid: int) -> bool:

@@ -2,13 +2,15 @@
 
 A model version becomes visible (in the registry, hence in `/status` and `/models`) only after
 every artifact is stored and its checksum verified. If anything fails, the artifacts written so
-far are deleted and nothing is visible.
+far are deleted and nothing is visible. What such a clean-up cannot delete (a worker killed while
+publishing, storage failing for the deletes too) is found later by `LeftoverSweep`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +20,8 @@ from sqlalchemy.orm import Session
 from ghostouch.registry import repo
 from ghostouch.registry.db import session_scope
 from ghostouch.storage import ObjectStore
+
+log = logging.getLogger(__name__)
 
 
 def artifact_keys(code: str) -> dict[str, str]:
@@ -91,3 +95,25 @@ def publish_model(
 
 def artifact_urls(store: ObjectStore, artifacts: dict[str, Any]) -> dict[str, str]:
     return {f"{name}_url": store.download_url(a["key"]) for name, a in artifacts.items()}
+
+
+class LeftoverSweep:
+    """Deletes model files no registered version refers to: left by a publish that was killed or
+    whose clean-up failed, or by a base replaced with `base import`. A file goes only when two
+    runs (an hour apart in the workers' sweep) both found it unreferenced, so a publish under way
+    (seconds) is never touched. The listing comes before the registry read, so a version
+    registered in between counts as referenced."""
+
+    def __init__(self) -> None:
+        self._suspects: set[str] = set()
+
+    def run(self, db_url: str, store: ObjectStore) -> list[str]:
+        stored = set(store.list_keys("models/"))
+        unreferenced = stored - repo.artifact_keys_in_use(db_url)
+        doomed = sorted(unreferenced & self._suspects)
+        for key in doomed:
+            store.delete(key)
+        if doomed:
+            log.info("deleted %d model file(s) no version refers to", len(doomed))
+        self._suspects = unreferenced - set(doomed)
+        return doomed

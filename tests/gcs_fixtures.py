@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -219,3 +220,53 @@ def firebase_store(firebase_store_factory: FirebaseStoreFactory) -> Any:
 def unique_prefix() -> str:
     """A key prefix no other test uses (the emulator is shared by the session)."""
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+class Gateway:
+    """A TCP relay on a loopback port in front of `target` ("host:port"), which a test can cut:
+    storage that goes away under a running service, without stopping the shared emulator."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self._target = (host, int(port))
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._open = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            with self._lock:
+                if not self._open:
+                    client.close()
+                    continue
+                upstream = socket.create_connection(self._target)
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+    def cut(self) -> None:
+        """From now on every connection is refused, and open ones are dropped."""
+        with self._lock:
+            self._open = False
+            self._server.close()
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.close()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import httpx
 import numpy as np
 import pytest
 
+from ghostouch.api.training import clean_gesture_name
 from ghostouch.config import MAX_BODY_BYTES, MAX_FRAMES, MIN_FRAMES
 from ghostouch.engine import hands
 from tests.conftest import Service
@@ -68,12 +71,34 @@ def test_frame_count_limits(service: Service) -> None:
         ("a\u0007b", "control character"),
         ("a\ud800", "surrogate"),
         ("\u200b\u202e", "no visible character"),
+        ("rock\u200b", "invisible format character U+200B"),
+        ("\ufeffrock", "invisible format character U+FEFF"),
+        ("ro\u00adck", "invisible format character U+00AD"),
+        ("\u202erock", "invisible format character U+202E"),
+        ("rock\u200d", "joiner"),
+        ("..", "cannot be used in the model's URLs"),
     ],
 )
 def test_bad_gesture_names(service: Service, name: str, fragment: str) -> None:
     text = json.dumps({"model_code": "base_v1", "gesture": name, "landmarks": frames()})  # \ud800 escaped
     r = httpx.post(f"{service.url}/train", content=text, headers={"content-type": "application/json"})
     assert r.status_code == 422 and fragment in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "전화",
+        "👍🏽",
+        "👨\u200d👩\u200d👧",
+        "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",
+        "ok...",
+    ],
+)
+def test_names_that_need_invisible_characters_are_kept(name: str) -> None:
+    """Zero-width joiners inside emoji sequences and the tag characters of subdivision flags
+    are part of what the user typed; only stray format characters are refused."""
+    assert clean_gesture_name(f"  {name} ") == name
 
 
 @pytest.mark.parametrize("code", ["nope", "../../etc/passwd", "base_v1/../x", "a" * 300])
@@ -136,3 +161,22 @@ def test_download_links_are_signed(service: Service) -> None:
 
 def test_base_v1_label_map(service: Service) -> None:
     assert httpx.get(f"{service.url}/models/base_v1/labels").json() == {"paper": 0, "rock": 1, "scissors": 2}
+
+
+def test_a_wrong_method_names_the_right_one(service: Service) -> None:
+    r = httpx.get(f"{service.url}/models/base_v1/gestures/paper/frames")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+def test_a_client_that_hangs_up_mid_body_leaves_no_error_in_the_log(service: Service) -> None:
+    log = service.data_dir / "api.log"
+    before = log.stat().st_size
+    with socket.create_connection(("127.0.0.1", service.port)) as sock:
+        sock.sendall(b"POST /train HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        sock.sendall(b"Content-Length: 1000\r\n\r\n" + b'{"model_code": ')
+    time.sleep(1.0)
+    assert httpx.get(f"{service.url}/healthz").status_code == 200
+    with log.open("rb") as f:
+        f.seek(before)
+        written = f.read().decode(errors="replace")
+    assert "Traceback" not in written and "ClientDisconnect" not in written, written

@@ -19,3 +19,17 @@ def test_processes_starting_together_share_one_signing_key(tmp_path: Path) -> No
     keys = {out.strip() for out in outputs}
     assert len(keys) == 1 and len(keys.pop()) == 64
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["signing.key"]  # no temporary files left
+
+
+def test_download_links_never_point_at_the_wildcard_address(tmp_path: Path) -> None:
+    """`--host 0.0.0.0` is where the API listens, not an address a phone can download from."""
+    import socket
+
+    from ghostouch.config import Settings
+
+    assert Settings(data_dir=tmp_path, host="0.0.0.0", port=8111).resolved_public_url == (
+        f"http://{socket.gethostname()}:8111"
+    )
+    assert Settings(data_dir=tmp_path, host="127.0.0.1", port=8111).resolved_public_url == "http://127.0.0.1:8111"
+    chosen = Settings(data_dir=tmp_path, host="0.0.0.0", public_url="https://models.example.org/")
+    assert chosen.resolved_public_url == "https://models.example.org"

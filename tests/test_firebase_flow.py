@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
 import numpy as np
+import pytest
 
 from ghostouch.engine import hands
 from ghostouch.engine.verify import LiteModel
 from tests.conftest import free_port, get_ok, poll_like_android, service_env, start_serve, wait_until
-from tests.gcs_fixtures import Emulator, ServiceAccount
+from tests.gcs_fixtures import Emulator, FirebaseStoreFactory, Gateway, ServiceAccount
 
 
 def test_serve_with_firebase_storage(tmp_path: Path, gcs_emulator: Emulator, service_account: ServiceAccount) -> None:
+    """The whole flow through the bucket; then the bucket goes away: finished jobs still answer,
+    and new requests get a JSON 503 in seconds, not a bare 500 after minutes."""
+    gateway = Gateway(gcs_emulator.url.removeprefix("http://"))
     port = free_port()
     env = service_env(tmp_path / "data", None, port)
     env.update(
@@ -24,7 +29,7 @@ def test_serve_with_firebase_storage(tmp_path: Path, gcs_emulator: Emulator, ser
             "FIREBASE_CREDENTIALS": str(service_account.path),
             "FIREBASE_STORAGE_BUCKET": gcs_emulator.bucket,
             "GHOSTOUCH_FIREBASE_PROJECT_ID": gcs_emulator.project,
-            "STORAGE_EMULATOR_HOST": gcs_emulator.url,
+            "STORAGE_EMULATOR_HOST": gateway.url,
         }
     )
     proc = start_serve(env, port, tmp_path / "serve.log")
@@ -42,7 +47,7 @@ def test_serve_with_firebase_storage(tmp_path: Path, gcs_emulator: Emulator, ser
         tflite_url = body["result"]["tflite_url"]
         parsed = urlparse(tflite_url)
         # a v4 signed URL on the emulator, file name as the last path segment
-        assert f"{parsed.scheme}://{parsed.netloc}" == gcs_emulator.url
+        assert f"{parsed.scheme}://{parsed.netloc}" == gateway.url
         assert parsed.path.endswith(f"/{body['result']['model_code']}.tflite")
         assert "X-Goog-Signature=" in parsed.query
         model = LiteModel.load(httpx.get(tflite_url).content)
@@ -54,6 +59,37 @@ def test_serve_with_firebase_storage(tmp_path: Path, gcs_emulator: Emulator, ser
         listing = httpx.get(f"{gcs_emulator.url}/storage/v1/b/{gcs_emulator.bucket}/o").json()
         names = [item["name"] for item in listing.get("items", [])]
         assert any(n.endswith(".tflite") for n in names) and any(n.startswith("samples/") for n in names)
+
+        gateway.cut()
+        status = httpx.get(f"{url}/status/{r.json()['task_id']}", timeout=60)
+        assert status.status_code == 200 and status.json()["result"]["tflite_url"]  # signing needs no bucket
+        started = time.monotonic()
+        again = hands.generate_recording("four", 100, rng, handedness=1.0).tolist()
+        refused = httpx.post(
+            f"{url}/train", json={"model_code": "base_v1", "gesture": "four", "landmarks": again}, timeout=120
+        )
+        assert refused.status_code == 503, refused.text
+        assert refused.json() == {"detail": "the model storage is unavailable; please retry"}
+        assert time.monotonic() - started < 45  # the retry deadline (30 s) plus one request's timeout
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
+
+
+def test_public_links_are_answered_without_the_bucket(
+    firebase_store_factory: FirebaseStoreFactory, gcs_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With GHOSTOUCH_PUBLIC_LINKS, objects are made public when stored, and a link is only a
+    string: an app polling /status every second costs no ACL write, and gets its link while the
+    bucket is unreachable."""
+    gateway = Gateway(gcs_emulator.url.removeprefix("http://"))
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gateway.url)
+    store = firebase_store_factory(public_links=True)
+    key = f"t-{time.monotonic_ns()}/m.tflite"
+    store.put_bytes(key, b"model bytes", "application/octet-stream")
+    link = store.download_url(key)
+    assert httpx.get(link).content == b"model bytes"  # public: no signature needed
+    gateway.cut()
+    started = time.monotonic()
+    assert store.download_url(key) == link
+    assert time.monotonic() - started < 1.0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ghostouch.publishing import publish_model
+from ghostouch.publishing import LeftoverSweep, publish_model
 from ghostouch.registry import repo
 from ghostouch.registry.db import migrate
 from ghostouch.storage import LocalObjectStore, RetryPolicy, StorageError, TransientError
@@ -80,3 +80,22 @@ def test_registry_failure_removes_stored_artifacts(db_url: str, tmp_path: Path) 
     with pytest.raises(ValueError, match="already exists"):
         _publish(db_url, store, "mtwice")
     assert store.list_keys("models/") == before
+
+
+def test_leftover_files_are_swept_once_seen_twice(db_url: str, tmp_path: Path) -> None:
+    """Files of a publish that died half-way go on the second sweep that finds them; registered
+    versions' files never, and a file that appeared since the last sweep (a publish under way)
+    waits for the next one."""
+    store = FlakyStore(tmp_path / "objects", "never", failures=0)
+    _publish(db_url, store, "mkept")
+    kept = set(store.list_keys("models/"))
+    assert len(kept) == 4
+    store.put_bytes("models/mdead/0001/mdead.tflite", b"half of a publish")
+    sweep = LeftoverSweep()
+    assert sweep.run(db_url, store) == []  # first sighting: maybe a publish under way
+    store.put_bytes("models/mnew/0002/mnew.tflite", b"a publish under way")
+    assert sweep.run(db_url, store) == ["models/mdead/0001/mdead.tflite"]
+    assert set(store.list_keys("models/")) == kept | {"models/mnew/0002/mnew.tflite"}
+    _publish(db_url, store, "mnew2")  # registered meanwhile: its files are referenced
+    assert sweep.run(db_url, store) == ["models/mnew/0002/mnew.tflite"]
+    assert kept <= set(store.list_keys("models/")) and len(store.list_keys("models/")) == 8

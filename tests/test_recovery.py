@@ -177,3 +177,27 @@ def test_a_zombie_is_not_a_running_process() -> None:
     assert not process_running(child.pid)  # not reaped yet: still in the process table
     child.wait()
     assert not process_running(child.pid)
+
+
+def test_the_sweep_reads_an_empty_queue_as_empty(redis_url: str) -> None:
+    """Redis deletes an empty list, so the queue of an idle service does not exist there; the
+    sweep must read that as 0 waiting (and re-send a lost job after 60 s), not as "unknown"
+    (which it treats as a backlog: 600 s)."""
+    import redis
+
+    from ghostouch.jobs.celery_app import enqueue_training, make_celery
+    from ghostouch.jobs.recovery import queued_messages
+
+    url = redis_url.rsplit("/", 1)[0] + "/14"  # not the session service's queue
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    app = make_celery(Settings(broker_url=url))
+    try:
+        assert queued_messages(app) == 0
+        enqueue_training(app, "a-lost-job")
+        enqueue_training(app, "another")
+        assert queued_messages(app) == 2
+        unreachable = make_celery(Settings(broker_url=f"redis://127.0.0.1:{free_port()}/0"))
+        assert queued_messages(unreachable) is None
+    finally:
+        client.flushdb()

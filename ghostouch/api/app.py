@@ -9,13 +9,13 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from ghostouch.api import files, gestures, health, models, training
-from ghostouch.api.errors import validation_error
+from ghostouch.api.errors import storage_error, validation_error
 from ghostouch.api.limits import BodySizeLimit
 from ghostouch.api.state import ApiState
 from ghostouch.config import MAX_BODY_BYTES, Settings, get_settings
 from ghostouch.jobs.celery_app import make_celery
 from ghostouch.registry.db import migrate
-from ghostouch.storage import build_store
+from ghostouch.storage import StorageError, build_store
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,5 +42,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (training, models, gestures, files, health):
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StorageError, storage_error)
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     return app

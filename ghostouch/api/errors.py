@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from ghostouch.storage import ObjectNotFound, StorageError
+
+log = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+_MEANING = {
+    403: "the download link is invalid or has expired (poll /status again for a fresh one)",
+    404: "no such model, gesture, task or file for this caller",
+    409: "the edit conflicts with the model (a name it already has, or too few gestures left)",
+    413: "the body is larger than 2 MiB",
+    422: "the body, a frame or a name is invalid; the detail says which and why",
+    503: "the training queue or the model storage is unavailable; retry later",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, each `{"detail": "..."}`."""
+    return {code: {"model": ErrorBody, "description": _MEANING[code]} for code in codes}
 
 
 def bad_request(message: str) -> HTTPException:
@@ -31,3 +56,14 @@ async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's request validation errors in the same one-string format as every other error."""
     assert isinstance(exc, RequestValidationError)
     return JSONResponse({"detail": describe_errors(exc.errors())}, status_code=422)
+
+
+async def storage_error(request: Request, exc: Exception) -> JSONResponse:
+    """Storage that fails under a request: 503 (retry later), or 404 for a file that is gone,
+    never a bare 500; the details go to the log, not to the client."""
+    assert isinstance(exc, StorageError)
+    if isinstance(exc, ObjectNotFound):
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "a stored file of this model is missing"}, status_code=404)
+    log.warning("%s %s: storage failed: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": "the model storage is unavailable; please retry"}, status_code=503)

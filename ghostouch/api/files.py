@@ -7,13 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse
 
+from ghostouch.api.errors import error_responses
 from ghostouch.api.state import ApiState, get_state
 from ghostouch.storage import LinkError, LinkExpired, LocalObjectStore, ObjectNotFound, is_valid_key
 
 router = APIRouter(tags=["downloads"])
 
 
-@router.get("/dl/{expires}/{sig}/{key:path}", response_class=FileResponse)
+@router.get("/dl/{expires}/{sig}/{key:path}", response_class=FileResponse, responses=error_responses(403, 404))
 @router.head("/dl/{expires}/{sig}/{key:path}", response_class=FileResponse, include_in_schema=False)
 def signed_download(key: str, expires: str, sig: str, state: Annotated[ApiState, Depends(get_state)]) -> FileResponse:
     """A stored model file or label map, as linked from `/status` and `/models` (signed links
@@ -21,7 +22,7 @@ def signed_download(key: str, expires: str, sig: str, state: Annotated[ApiState,
     return _serve(state, key, expires, sig)
 
 
-@router.get("/files/{key:path}", response_class=FileResponse)
+@router.get("/files/{key:path}", response_class=FileResponse, responses=error_responses(403, 404))
 @router.head("/files/{key:path}", response_class=FileResponse, include_in_schema=False)
 def download(
     key: str,

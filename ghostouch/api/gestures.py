@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ghostouch.api.errors import bad_request, not_found
+from ghostouch.api.errors import bad_request, error_responses, not_found
 from ghostouch.api.models import describe, visible_model
 from ghostouch.api.state import ApiState, current_owner, get_state
 from ghostouch.api.training import (
@@ -80,7 +80,7 @@ def _rename(state: ApiState, model: repo.ModelInfo, owner: str, old: str, new: s
 @router.post(
     "/{name:path}/rename",
     status_code=201,
-    responses={404: {}, 409: {}, 422: {}},
+    responses=error_responses(404, 409, 413, 422, 503),
     openapi_extra=json_body_schema(RenameRequest),
 )
 async def rename_gesture(
@@ -101,27 +101,11 @@ async def rename_gesture(
     return describe(state, created)
 
 
-@router.delete("/{name:path}", status_code=202, responses={404: {}, 409: {}})
-async def delete_gesture(
-    request: Request,
-    code: str,
-    name: str,
-    state: Annotated[ApiState, Depends(get_state)],
-    owner: Annotated[str, Depends(current_owner)],
-) -> JSONResponse:
-    """Queue a new version trained without `name`. Gestures after it move down one index; the
-    job's result carries the new label map. (The shipped apps never delete, so the legacy rule of
-    stable indices holds for everything they can trigger.)"""
-    model = visible_model(state, code, owner)
-    name = _gesture(model, name).name
-    if len(model.gestures) <= 2:
-        raise HTTPException(409, "a model needs at least two gestures; this one would keep only one")
-    job = await run_in_threadpool(queue_job, state, owner, model.code, name, None, {}, None, "delete")
-    return accepted(request, job["task_id"], job["status"])
-
-
 @router.post(
-    "/{name:path}/frames", status_code=202, responses={404: {}, 422: {}}, openapi_extra=json_body_schema(FramesRequest)
+    "/{name:path}/frames",
+    status_code=202,
+    responses=error_responses(404, 413, 422, 503),
+    openapi_extra=json_body_schema(FramesRequest),
 )
 async def add_frames(
     request: Request,
@@ -142,4 +126,23 @@ async def add_frames(
     job = await run_in_threadpool(
         queue_job, state, owner, model.code, name, frames, {"allow_duplicate": True, "refine": True}, idempotency_key
     )
+    return accepted(request, job["task_id"], job["status"])
+
+
+@router.delete("/{name:path}", status_code=202, responses=error_responses(404, 409, 503))
+async def delete_gesture(
+    request: Request,
+    code: str,
+    name: str,
+    state: Annotated[ApiState, Depends(get_state)],
+    owner: Annotated[str, Depends(current_owner)],
+) -> JSONResponse:
+    """Queue a new version trained without `name`. Gestures after it move down one index; the
+    job's result carries the new label map. (The shipped apps never delete, so the legacy rule of
+    stable indices holds for everything they can trigger.)"""
+    model = visible_model(state, code, owner)
+    name = _gesture(model, name).name
+    if len(model.gestures) <= 2:
+        raise HTTPException(409, "a model needs at least two gestures; this one would keep only one")
+    job = await run_in_threadpool(queue_job, state, owner, model.code, name, None, {}, None, "delete")
     return accepted(request, job["task_id"], job["status"])

@@ -46,7 +46,7 @@ def _checks(state: ApiState) -> dict[str, Any]:
     return checks
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "not ready: `checks` says what is missing"}})
 async def readyz(state: Annotated[ApiState, Depends(get_state)]) -> JSONResponse:
     """Ready when the database and broker answer, a worker is alive and storage is writable."""
     checks = await run_in_threadpool(_checks, state)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from ghostouch.api.errors import not_found
+from ghostouch.api.errors import error_responses, not_found
 from ghostouch.api.state import ApiState, current_owner, get_state
 from ghostouch.publishing import artifact_urls
 from ghostouch.registry import job_records, repo
@@ -57,7 +57,7 @@ def list_models(
     return {"models": [_summary(m) for m in mine], "bases": [_summary(m) for m in bases]}
 
 
-@router.get("/{code}")
+@router.get("/{code}", responses=error_responses(404))
 def get_model(
     code: str, state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
 ) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def get_model(
     return describe(state, visible_model(state, code, owner))
 
 
-@router.get("/{code}/labels")
+@router.get("/{code}/labels", responses=error_responses(404))
 def get_labels(
     code: str, state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
 ) -> dict[str, int]:
@@ -73,16 +73,17 @@ def get_labels(
     return visible_model(state, code, owner).label_map()
 
 
-@router.get("/{code}/gestures")
+@router.get("/{code}/gestures", responses=error_responses(404))
 def get_gestures(
     code: str, state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
 ) -> list[dict[str, Any]]:
-    """The model's gestures with their output index and number of training frames."""
+    """The model's gestures with their output index and number of recorded frames (the model
+    trains on the newest `GHOSTOUCH_MAX_FRAMES_PER_GESTURE` of them)."""
     model = visible_model(state, code, owner)
     return [{"name": g.name, "index": g.output_index, "frames": g.n_frames} for g in model.gestures]
 
 
-@router.get("/{code}/jobs")
+@router.get("/{code}/jobs", responses=error_responses(404))
 def get_jobs(
     code: str, state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
 ) -> list[dict[str, Any]]:

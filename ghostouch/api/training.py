@@ -12,8 +12,9 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
+from starlette.requests import ClientDisconnect
 
-from ghostouch.api.errors import bad_request, describe_errors, not_found
+from ghostouch.api.errors import bad_request, describe_errors, error_responses, not_found
 from ghostouch.api.state import ApiState, current_owner, get_state
 from ghostouch.config import MAX_FRAMES, MAX_GESTURE_CHARS, MIN_FRAMES
 from ghostouch.engine.frames import FrameError, check_frames
@@ -60,14 +61,33 @@ def clean_gesture_name(raw: str) -> str:
         raise bad_request("gesture: the name is empty")
     if len(name) > MAX_GESTURE_CHARS:
         raise bad_request(f"gesture: {len(name)} characters, at most {MAX_GESTURE_CHARS} allowed")
-    for ch in name:
-        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
-            raise bad_request(f"gesture: control character U+{ord(ch):04X} is not allowed in a name")
-        if unicodedata.category(ch) == "Cs":
-            raise bad_request(f"gesture: U+{ord(ch):04X} is half of a surrogate pair, not a character; send UTF-8 text")
     if all(unicodedata.category(ch) in INVISIBLE for ch in name):
         raise bad_request("gesture: the name has no visible character")
+    for ch in name:
+        category = unicodedata.category(ch)
+        if category in ("Cc", "Zl", "Zp"):
+            raise bad_request(f"gesture: control character U+{ord(ch):04X} is not allowed in a name")
+        if category == "Cs":
+            raise bad_request(f"gesture: U+{ord(ch):04X} is half of a surrogate pair, not a character; send UTF-8 text")
+        if category == "Cf" and not _joiner(ch):
+            raise bad_request(
+                f"gesture: invisible format character U+{ord(ch):04X} is not allowed in a name "
+                "(it would make a name that looks like another one)"
+            )
+    if name[0] in ZERO_WIDTH_JOINERS or name[-1] in ZERO_WIDTH_JOINERS:
+        raise bad_request("gesture: a name cannot start or end with an invisible joiner")
+    if name in (".", ".."):
+        raise bad_request(f"gesture: {name!r} cannot be used in the model's URLs; choose another name")
     return name
+
+
+def _joiner(ch: str) -> bool:
+    """The invisible characters a name may hold between visible ones: zero-width (non-)joiners,
+    which some scripts and emoji sequences need, and the tag characters of subdivision flags."""
+    return ch in ZERO_WIDTH_JOINERS or 0xE0020 <= ord(ch) <= 0xE007F
+
+
+ZERO_WIDTH_JOINERS = "\u200c\u200d"
 
 
 # Spaces and format characters (zero-width space, direction marks): a name of nothing else shows
@@ -78,7 +98,11 @@ INVISIBLE = frozenset({"Zs", "Cf", "Mn", "Me"})
 async def read_json_body(request: Request) -> Any:
     """The request body as JSON (its size is capped by the `BodySizeLimit` middleware)."""
     try:
-        return json.loads(await request.body())
+        body = await request.body()
+    except ClientDisconnect:  # the client hung up mid-body: nobody to answer, nothing to log
+        raise HTTPException(400, "the request body was cut off") from None
+    try:
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         if "int_max_str_digits" in str(exc):  # Python's limit on integer literals (4300 digits)
             raise bad_request("body is not usable JSON: it holds a number with thousands of digits") from None
@@ -108,11 +132,7 @@ def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
     status_code=202,
     response_model=TrainAccepted,
     openapi_extra=json_body_schema(TrainRequest),
-    responses={
-        404: {"description": "unknown model_code"},
-        413: {"description": "body too large"},
-        422: {"description": "invalid frames or gesture name"},
-    },
+    responses=error_responses(404, 413, 422, 503),
 )
 async def train(
     request: Request,
@@ -224,7 +244,7 @@ def accepted(request: Request, task_id: str, status: str) -> JSONResponse:
     "/status/{task_id}",
     name="status",
     response_model=StatusResponse,
-    responses={404: {"description": "unknown task id"}},
+    responses=error_responses(404),
 )
 def status(
     task_id: str,

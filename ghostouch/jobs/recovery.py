@@ -27,11 +27,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from celery import Celery
+from kombu.exceptions import ChannelError
 
 from ghostouch.config import Settings
 from ghostouch.jobs.celery_app import QUEUE, enqueue_training
 from ghostouch.machine import machine_id, process_running
+from ghostouch.publishing import LeftoverSweep
 from ghostouch.registry import job_records
+from ghostouch.storage import build_store
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ MAX_ATTEMPTS = 3
 # jobs wait their turn) only after RESEND_BUSY_SECONDS, so a backlog is not flooded with copies.
 RESEND_PENDING_SECONDS = 60.0
 RESEND_BUSY_SECONDS = 600.0
+LEFTOVER_SWEEP_ROUNDS = 120  # of SWEEP_SECONDS: once an hour
 
 
 def this_process() -> str:
@@ -52,7 +56,7 @@ def this_process() -> str:
 
 
 def is_abandoned(claimant: str) -> bool:
-    """True when `claimant` ("host/namespace:pid") is a process of this machine that has exited."""
+    """True when `claimant` ("host/boot/namespace:pid") is a process of this machine that has exited."""
     machine, _, pid = claimant.rpartition(":")
     if machine != machine_id() or not pid.isdigit():
         return False  # another machine's: only its missing heartbeats tell
@@ -101,22 +105,35 @@ def _release_abandoned(db_url: str) -> list[str]:
 
 
 def queued_messages(celery: Celery) -> int | None:
-    """Messages waiting in the training queue (None when the broker does not say)."""
+    """Messages waiting in the training queue (None when the broker does not say). Redis keeps
+    no empty lists, so an empty queue does not exist there: its passive declare answers
+    NOT_FOUND, which means 0 waiting."""
     try:
         with celery.connection_for_write() as connection:
             return int(connection.default_channel.queue_declare(queue=QUEUE, passive=True).message_count)
+    except ChannelError as exc:
+        return 0 if "NOT_FOUND" in str(exc) else None
     except Exception:
         return None
 
 
 def start_sweeper(celery: Celery, settings: Settings) -> threading.Thread:
-    """A daemon thread that re-queues abandoned jobs every `SWEEP_SECONDS`."""
+    """A daemon thread that re-queues abandoned jobs every `SWEEP_SECONDS`, and once an hour
+    deletes model files no version refers to (`publishing.LeftoverSweep`)."""
 
     def sweep() -> None:
         db_url = settings.resolved_database_url
         unsent: set[str] = set()  # released, but the broker was down: sent again next sweep
+        leftovers, store = LeftoverSweep(), build_store(settings.storage_settings())
+        rounds = 0
         while True:
             time.sleep(SWEEP_SECONDS)
+            rounds += 1
+            if rounds % LEFTOVER_SWEEP_ROUNDS == 0:
+                try:
+                    leftovers.run(db_url, store)
+                except Exception:  # pragma: no cover - storage down: the next hour tries again
+                    log.exception("sweep for leftover model files failed")
             try:
                 released = _release_abandoned(db_url)
                 after = RESEND_PENDING_SECONDS if queued_messages(celery) == 0 else RESEND_BUSY_SECONDS

@@ -102,9 +102,11 @@ def _run_claimed(ctx: WorkerContext, job: dict[str, Any], engine_config: EngineC
     except ModelCheckFailed as exc:
         fail(f"the exported model failed verification: {exc}")
     except (repo.MissingSamples, ObjectNotFound) as exc:  # retrying cannot bring them back
-        fail(f"the parent model's stored data is missing ({exc}); train from another model")
-    except StorageError as exc:
-        fail(f"the model storage failed ({exc}); please retry")
+        log.error("job %s: %s", job["task_id"], exc)
+        fail("the parent model's stored files are missing; train from another model")
+    except StorageError as exc:  # the details (keys, bucket, HTTP errors) are for the log
+        log.warning("job %s: storage failed: %s", job["task_id"], exc)
+        fail("the model storage is unavailable; please retry")
     except Exception as exc:
         log.exception("training job %s failed", job["task_id"])
         fail(f"internal error while training ({type(exc).__name__}); please retry")

@@ -177,6 +177,12 @@ def list_models(db_url: str, owner: str) -> list[ModelInfo]:
         return [_info(m) for m in rows]
 
 
+def artifact_keys_in_use(db_url: str) -> set[str]:
+    """Storage keys of every registered model version's files."""
+    with session_scope(db_url) as s:
+        return {a["key"] for artifacts in s.scalars(select(ModelVersion.artifacts)) for a in (artifacts or {}).values()}
+
+
 def save_model(
     s: Session,
     *,

@@ -21,7 +21,9 @@ class RetryPolicy:
     """How many times to try and how long to wait between tries.
 
     The wait before retry ``n`` (1-based) is ``base_delay * multiplier ** (n - 1)``, capped at
-    ``max_delay`` and spread by +/- ``jitter`` (a fraction of the delay).
+    ``max_delay`` and spread by +/- ``jitter`` (a fraction of the delay). No retry starts once
+    ``deadline`` seconds have passed since the first attempt (or would have, after the wait): a
+    store that hangs costs a request or a job about that long, not ``attempts`` full timeouts.
     """
 
     attempts: int = 4
@@ -29,6 +31,7 @@ class RetryPolicy:
     multiplier: float = 2.0
     max_delay: float = 10.0
     jitter: float = 0.1
+    deadline: float = 30.0
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -39,6 +42,8 @@ class RetryPolicy:
             raise ValueError("retry multiplier must be at least 1")
         if not 0 <= self.jitter < 1:
             raise ValueError("retry jitter must be in [0, 1)")
+        if self.deadline <= 0:
+            raise ValueError("retry deadline must be positive")
 
     def delay(self, retry_number: int) -> float:
         """Seconds to wait before retry number `retry_number` (1 = first retry)."""
@@ -65,14 +70,17 @@ def call_with_retry(
     policy: RetryPolicy | None = None,
     classify: Callable[[BaseException], bool] = is_transient,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> T:
     """Call `fn` until it succeeds, retrying the failures that `classify` calls transient.
 
     Non-transient exceptions propagate unchanged at once (a `StorageError` such as
-    `ObjectNotFound` is never retried). When every attempt failed transiently, raises
-    `StorageError` naming `what`, the number of attempts and the last reason.
+    `ObjectNotFound` is never retried). When every attempt failed transiently, or the policy's
+    deadline leaves no time for another, raises `StorageError` naming `what`, the number of
+    attempts and the last reason.
     """
     policy = policy or RetryPolicy()
+    start = clock()
     for attempt in range(1, policy.attempts + 1):
         try:
             return fn()
@@ -81,12 +89,11 @@ def call_with_retry(
         except Exception as exc:
             if not classify(exc):
                 raise
-            if attempt == policy.attempts:
-                raise StorageError(
-                    f"{what} failed after {policy.attempts} attempt"
-                    f"{'s' if policy.attempts != 1 else ''}: {describe(exc)}"
-                ) from exc
             wait = policy.delay(attempt)
+            if attempt == policy.attempts or clock() - start + wait > policy.deadline:
+                raise StorageError(
+                    f"{what} failed after {attempt} attempt{'s' if attempt != 1 else ''}: {describe(exc)}"
+                ) from exc
             log.warning(
                 "%s failed (attempt %d of %d): %s; retrying in %.2f s",
                 what,

@@ -106,3 +106,23 @@ def test_invalid_policy() -> None:
         RetryPolicy(attempts=0)
     with pytest.raises(ValueError):
         RetryPolicy(base_delay=-1)
+
+
+def test_no_retry_starts_after_the_deadline() -> None:
+    """Each call hangs 20 s (a store that stopped answering): 10 attempts would take minutes;
+    the deadline stops after the attempt that ends past it."""
+    now = [0.0]
+
+    def hanging() -> str:
+        now[0] += 20.0
+        raise TimeoutError("read timed out")
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    policy = RetryPolicy(attempts=10, base_delay=1.0, jitter=0, deadline=30.0)
+    with pytest.raises(StorageError, match="after 2 attempts"):
+        call_with_retry(hanging, what="uploading x", policy=policy, sleep=sleep, clock=lambda: now[0])
+    assert now[0] == pytest.approx(41.0)  # 20 + 1 + 20: no third attempt
+    with pytest.raises(ValueError, match="deadline"):
+        RetryPolicy(deadline=0)
