@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -120,9 +121,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if not args.no_ensure_base:
         _ensure_base_in_subprocess(settings)
     from ghostouch.jobs.celery_app import QUEUE
-    from ghostouch.jobs.worker import app
+    from ghostouch.jobs.worker import NODE_ENV, app
 
-    hostname = f"{args.name or 'worker'}-{os.getpid()}@%h"
+    hostname = f"{args.name or 'worker'}-{os.getpid()}@{socket.gethostname()}"
+    os.environ[NODE_ENV] = hostname  # pool processes report it once warm (/readyz)
     app.worker_main(
         [
             "worker",

@@ -27,7 +27,7 @@ def post(service: Service, body: object, **kw: object) -> httpx.Response:
 def test_health_ready_and_docs(service: Service) -> None:
     assert httpx.get(f"{service.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{service.url}/readyz").json()
-    assert ready["ready"] is True and ready["checks"]["workers"] >= 1
+    assert ready["ready"] is True and ready["checks"]["workers"] >= ready["checks"]["warm_workers"] >= 1
     assert httpx.get(f"{service.url}/docs").status_code == 200
     spec = httpx.get(f"{service.url}/openapi.json").json()
     assert {"/train", "/status/{task_id}", "/models/{code}/labels"} <= set(spec["paths"])

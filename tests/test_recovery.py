@@ -201,3 +201,22 @@ def test_the_sweep_reads_an_empty_queue_as_empty(redis_url: str) -> None:
         assert queued_messages(unreachable) is None
     finally:
         client.flushdb()
+
+
+def test_workers_report_warm_through_the_broker(redis_url: str) -> None:
+    """/readyz counts a worker only once a pool process has said it is warm."""
+    import redis
+
+    from ghostouch.jobs.celery_app import make_celery, mark_warm, warm_nodes
+
+    url = redis_url.rsplit("/", 1)[0] + "/14"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    app = make_celery(Settings(broker_url=url))
+    try:
+        assert warm_nodes(app, ["w1-1@host", "w2-2@host"]) == set()
+        mark_warm(app, "w2-2@host")
+        assert warm_nodes(app, ["w1-1@host", "w2-2@host"]) == {"w2-2@host"}
+        assert warm_nodes(app, []) == set()
+    finally:
+        client.flushdb()

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from ghostouch.api.state import ApiState, get_state
+from ghostouch.jobs.celery_app import warm_nodes
 from ghostouch.registry.db import get_engine
 
 router = APIRouter(tags=["health"])
@@ -33,11 +34,14 @@ def _checks(state: ApiState) -> dict[str, Any]:
         with state.celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
         checks["broker"] = "ok"
-        replies = state.celery.control.ping(timeout=1.0)
-        checks["workers"] = len(replies) if replies else "no worker answered"
+        replies = state.celery.control.ping(timeout=1.0) or []
+        nodes = sorted(node for reply in replies for node in reply)
+        warm = warm_nodes(state.celery, nodes)
+        checks["workers"] = len(nodes) if nodes else "no worker answered"
+        checks["warm_workers"] = len(warm) if warm else ("warming up" if nodes else 0)
     except Exception as exc:
         checks["broker"] = f"unreachable: {type(exc).__name__}"
-        checks["workers"] = "unknown"
+        checks["workers"] = checks["warm_workers"] = "unknown"
     try:
         state.store.check_writable()
         checks["storage"] = "ok"
@@ -48,7 +52,12 @@ def _checks(state: ApiState) -> dict[str, Any]:
 
 @router.get("/readyz", responses={503: {"description": "not ready: `checks` says what is missing"}})
 async def readyz(state: Annotated[ApiState, Depends(get_state)]) -> JSONResponse:
-    """Ready when the database and broker answer, a worker is alive and storage is writable."""
+    """Ready when the database and broker answer, storage is writable and a worker is warm (has
+    imported TensorFlow and traced training: a job then starts at once)."""
     checks = await run_in_threadpool(_checks, state)
-    ready = all(checks[k] == "ok" for k in ("database", "broker", "storage")) and isinstance(checks["workers"], int)
+    ready = (
+        all(checks[k] == "ok" for k in ("database", "broker", "storage"))
+        and isinstance(checks["warm_workers"], int)
+        and checks["warm_workers"] > 0
+    )
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

@@ -38,3 +38,24 @@ def make_celery(settings: Settings) -> Celery:
 
 def enqueue_training(app: Celery, task_id: str) -> None:
     app.send_task(TRAIN_TASK, args=[task_id], task_id=task_id, queue=QUEUE)
+
+
+# A worker's pool process marks its node warm (TensorFlow imported, training traced) under this
+# key in the broker's Redis; `/readyz` counts only warm workers, so "ready" means a job starts at
+# once, not after a warm-up of 5-45 s.
+WARM_KEY = "ghostouch:warm:{}"
+WARM_TTL_SECONDS = 7 * 24 * 3600
+
+
+def mark_warm(app: Celery, node: str) -> None:
+    with app.connection_for_write() as connection:
+        connection.default_channel.client.set(WARM_KEY.format(node), "1", ex=WARM_TTL_SECONDS)
+
+
+def warm_nodes(app: Celery, nodes: list[str]) -> set[str]:
+    """Which of these worker nodes have a warm pool process."""
+    if not nodes:
+        return set()
+    with app.connection_for_write() as connection:
+        values = connection.default_channel.client.mget([WARM_KEY.format(n) for n in nodes])
+    return {node for node, value in zip(nodes, values, strict=True) if value}

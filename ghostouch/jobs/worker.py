@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from ghostouch.config import Settings, get_settings
-from ghostouch.jobs.celery_app import TRAIN_TASK, make_celery
+from ghostouch.jobs.celery_app import TRAIN_TASK, make_celery, mark_warm
 from ghostouch.jobs.recovery import requeue_lost_jobs, start_sweeper
 
 log = logging.getLogger(__name__)
+NODE_ENV = "GHOSTOUCH_WORKER_NODE"  # the Celery node name, set by `ghostouch worker`
+WARM_REPORT_SECONDS = 10.0
 
 
 def build_worker_app(settings: Settings) -> Celery:
@@ -39,6 +46,33 @@ def _warm_up(**_: Any) -> None:
         warm_up()
     except Exception:  # pragma: no cover - a cold first job is slower, not broken
         log.exception("warm-up failed")
+    node = os.environ.get(NODE_ENV)
+    if node:
+        _warm_marker(node).touch()
+        _report_warm(node)
+
+
+def _warm_marker(node: str) -> Path:
+    """A file saying a pool process of `node` is warm: the worker's main process reports it to
+    every broker it meets, also one started empty after the last one died."""
+    return Path(tempfile.gettempdir()) / f"ghostouch-warm-{node}"
+
+
+def _report_warm(node: str) -> None:
+    try:
+        mark_warm(app, node)
+    except Exception:  # pragma: no cover - the broker is down: /readyz says so anyway
+        log.warning("could not report worker %s warm; trying again", node)
+
+
+def _keep_reporting_warm(node: str) -> None:
+    def report() -> None:
+        while True:
+            if _warm_marker(node).exists():
+                _report_warm(node)
+            time.sleep(WARM_REPORT_SECONDS)
+
+    threading.Thread(target=report, name="warm-reporter", daemon=True).start()
 
 
 @worker_ready.connect
@@ -51,6 +85,16 @@ def _recover_on_start(**_: Any) -> None:
     except Exception:  # pragma: no cover - best effort; the sweeper and the next start try again
         log.exception("could not re-queue lost jobs")
     start_sweeper(app, settings)
+    node = os.environ.get(NODE_ENV)
+    if node:
+        _keep_reporting_warm(node)
+
+
+@worker_shutdown.connect
+def _forget_warm(**_: Any) -> None:
+    node = os.environ.get(NODE_ENV)
+    if node:
+        _warm_marker(node).unlink(missing_ok=True)
 
 
 app = build_worker_app(get_settings())
