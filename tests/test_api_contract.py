@@ -31,6 +31,11 @@ def test_health_ready_and_docs(service: Service) -> None:
     assert httpx.get(f"{service.url}/docs").status_code == 200
     spec = httpx.get(f"{service.url}/openapi.json").json()
     assert {"/train", "/status/{task_id}", "/models/{code}/labels"} <= set(spec["paths"])
+    train = spec["paths"]["/train"]["post"]
+    assert {"404", "413", "422", "503"} <= set(train["responses"])
+    schema = train["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert schema["landmarks"]["minItems"] == MIN_FRAMES and schema["gesture"]["minLength"] == 1
+    assert "404" in spec["paths"]["/models/{code}"]["get"]["responses"]
 
 
 @pytest.mark.parametrize(

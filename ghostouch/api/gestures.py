@@ -19,6 +19,7 @@ from ghostouch.api.errors import bad_request, error_responses, not_found
 from ghostouch.api.models import describe, visible_model
 from ghostouch.api.state import ApiState, current_owner, get_state
 from ghostouch.api.training import (
+    FRAMES_SCHEMA,
     accepted,
     clean_gesture_name,
     json_body_schema,
@@ -35,11 +36,13 @@ router = APIRouter(prefix="/models/{code}/gestures", tags=["gesture management"]
 
 
 class RenameRequest(BaseModel):
-    new_name: str = Field(description="The gesture's new name (1-64 characters)")
+    new_name: str = Field(description="The gesture's new name (1-64 characters)", json_schema_extra={"minLength": 1})
 
 
 class FramesRequest(BaseModel):
-    landmarks: list[Any] = Field(description="More frames of this gesture, same format as POST /train")
+    landmarks: list[Any] = Field(
+        description="More frames of this gesture, same format as POST /train", json_schema_extra=FRAMES_SCHEMA
+    )
 
 
 def _gesture(model: repo.ModelInfo, name: str) -> repo.GestureInfo:

@@ -26,12 +26,25 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["training (app contract)"])
 
 
+# The request bounds in the OpenAPI schema only: the server checks them itself, with messages
+# that name the frame and value at fault.
+FRAMES_SCHEMA: dict[str, Any] = {
+    "minItems": MIN_FRAMES,
+    "maxItems": MAX_FRAMES,
+    "items": {"type": "array", "minItems": 64, "maxItems": 64, "items": {"type": "number"}},
+}
+
+
 class TrainRequest(BaseModel):
     model_code: str = Field(description="Code of the model the app runs now (a fresh install: base_v1)")
-    gesture: str = Field(description="The user's name for the gesture, 1-64 characters, any script")
+    gesture: str = Field(
+        description="The user's name for the gesture, 1-64 characters, any script",
+        json_schema_extra={"minLength": 1},
+    )
     landmarks: list[Any] = Field(
         description=f"{MIN_FRAMES}-{MAX_FRAMES} frames of 64 numbers: 21 world landmarks (x, y, z in "
-        "metres) then handedness (0.0 left, 1.0 right)"
+        "metres) then handedness (0.0 left, 1.0 right)",
+        json_schema_extra=FRAMES_SCHEMA,
     )
     allow_duplicate: bool = Field(default=False, description="Train even if the gesture duplicates an existing one")
 
