@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -97,6 +98,11 @@ def artifact_urls(store: ObjectStore, artifacts: dict[str, Any]) -> dict[str, st
     return {f"{name}_url": store.download_url(a["key"]) for name, a in artifacts.items()}
 
 
+# What `artifact_keys` writes, and the only keys the sweep may delete: files of a bucket shared
+# with anything else (the original deployment's models, say) are never touched.
+ARTIFACT_KEY = re.compile(r"models/([^/]+)/[0-9a-f]{8}/\1(\.tflite|_float\.tflite|_labels\.json|_report\.json)")
+
+
 class LeftoverSweep:
     """Deletes model files no registered version refers to: left by a publish that was killed or
     whose clean-up failed, or by a base replaced with `base import`. A file goes only when two
@@ -108,7 +114,7 @@ class LeftoverSweep:
         self._suspects: set[str] = set()
 
     def run(self, db_url: str, store: ObjectStore) -> list[str]:
-        stored = set(store.list_keys("models/"))
+        stored = {key for key in store.list_keys("models/") if ARTIFACT_KEY.fullmatch(key)}
         unreferenced = stored - repo.artifact_keys_in_use(db_url)
         doomed = sorted(unreferenced & self._suspects)
         for key in doomed:

@@ -90,12 +90,17 @@ def test_leftover_files_are_swept_once_seen_twice(db_url: str, tmp_path: Path) -
     _publish(db_url, store, "mkept")
     kept = set(store.list_keys("models/"))
     assert len(kept) == 4
-    store.put_bytes("models/mdead/0001/mdead.tflite", b"half of a publish")
+    store.put_bytes("models/mdead/00000001/mdead.tflite", b"half of a publish")
+    store.put_bytes("models/original_app_model.tflite", b"not ours: never swept")
     sweep = LeftoverSweep()
     assert sweep.run(db_url, store) == []  # first sighting: maybe a publish under way
-    store.put_bytes("models/mnew/0002/mnew.tflite", b"a publish under way")
-    assert sweep.run(db_url, store) == ["models/mdead/0001/mdead.tflite"]
-    assert set(store.list_keys("models/")) == kept | {"models/mnew/0002/mnew.tflite"}
+    store.put_bytes("models/mnew/00000002/mnew.tflite", b"a publish under way")
+    assert sweep.run(db_url, store) == ["models/mdead/00000001/mdead.tflite"]
+    left = {"models/mnew/00000002/mnew.tflite", "models/original_app_model.tflite"}
+    assert set(store.list_keys("models/")) == kept | left
     _publish(db_url, store, "mnew2")  # registered meanwhile: its files are referenced
-    assert sweep.run(db_url, store) == ["models/mnew/0002/mnew.tflite"]
-    assert kept <= set(store.list_keys("models/")) and len(store.list_keys("models/")) == 8
+    assert sweep.run(db_url, store) == ["models/mnew/00000002/mnew.tflite"]
+    assert sweep.run(db_url, store) == []
+    assert set(store.list_keys("models/")) - kept - {"models/original_app_model.tflite"} == {
+        key for key in store.list_keys("models/") if key.startswith("models/mnew2/")
+    }
