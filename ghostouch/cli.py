@@ -121,10 +121,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if not args.no_ensure_base:
         _ensure_base_in_subprocess(settings)
     from ghostouch.jobs.celery_app import QUEUE
-    from ghostouch.jobs.worker import NODE_ENV, app
+    from ghostouch.jobs.worker import NODE_ENV, app, forget_warm_state
 
     hostname = f"{args.name or 'worker'}-{os.getpid()}@{socket.gethostname()}"
     os.environ[NODE_ENV] = hostname  # pool processes report it once warm (/readyz)
+    forget_warm_state(hostname)
     app.worker_main(
         [
             "worker",
@@ -173,6 +174,26 @@ def cmd_base_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_storage_sweep(args: argparse.Namespace) -> int:
+    """Two listings `--wait` seconds apart; files unreferenced in both are deleted (a publish under
+    way takes seconds, so its files are referenced by the second listing)."""
+    from ghostouch.publishing import LeftoverSweep
+    from ghostouch.registry.db import migrate
+    from ghostouch.storage import build_store
+
+    settings = _apply_overrides(args)
+    migrate(settings.resolved_database_url)
+    store = build_store(settings.storage_settings())
+    sweep = LeftoverSweep()
+    sweep.run(settings.resolved_database_url, store)
+    time.sleep(args.wait)
+    deleted = sweep.run(settings.resolved_database_url, store)
+    print(f"deleted {len(deleted)} model file(s) no version refers to in {store.description}")
+    for key in deleted:
+        print(f"  {key}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ghostouch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -216,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     ensure = base.add_parser("ensure", help="provision the synthetic base_v1 if missing")
     common(ensure)
     ensure.set_defaults(func=cmd_base_ensure)
+
+    storage = sub.add_parser("storage", help="the model store").add_subparsers(dest="storage_command", required=True)
+    sweep = storage.add_parser(
+        "sweep", help="delete model files no version refers to (only for a store this registry alone writes to)"
+    )
+    common(sweep)
+    sweep.add_argument("--wait", type=float, default=60.0, help="seconds between the two listings (default 60)")
+    sweep.set_defaults(func=cmd_storage_sweep)
     return parser
 
 

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ghostouch.machine import machine_id, process_running
+from ghostouch.machine import machine_id, process_running, same_machine
 
 
 def find_redis_server() -> str:
@@ -100,7 +100,7 @@ class EmbeddedBroker:
         this machine or in another container sharing the data directory, uses it."""
         try:
             machine, owner, _ = self.owner_file.read_text().split()
-            left_behind = machine == machine_id() and int(owner) != os.getpid() and not process_running(int(owner))
+            left_behind = same_machine(machine) and int(owner) != os.getpid() and not process_running(int(owner))
         except (OSError, ValueError):
             machine, owner, left_behind = "?", "?", False
         if not left_behind:

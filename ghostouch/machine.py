@@ -22,6 +22,16 @@ def machine_id() -> str:
     return f"{socket.gethostname()}/{boot}/{namespace}"
 
 
+def same_machine(recorded: str) -> bool:
+    """Whether a `machine_id` recorded earlier (in a job claim, a broker's owner file) is this
+    machine's, also one written before the boot id was part of it ("host/namespace")."""
+    current = machine_id()
+    if recorded == current:
+        return True
+    host, _, namespace = current.split("/")
+    return recorded.split("/") == [host, namespace]
+
+
 def process_running(pid: int) -> bool:
     """Whether process `pid` of this machine runs: it exists and is not a zombie (a process that
     has exited but was not reaped yet, as a SIGKILLed `serve` is for a moment)."""

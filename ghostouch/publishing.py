@@ -3,7 +3,8 @@
 A model version becomes visible (in the registry, hence in `/status` and `/models`) only after
 every artifact is stored and its checksum verified. If anything fails, the artifacts written so
 far are deleted and nothing is visible. What such a clean-up cannot delete (a worker killed while
-publishing, storage failing for the deletes too) is found later by `LeftoverSweep`.
+publishing, storage failing for the deletes too) is found by `LeftoverSweep`
+(`ghostouch storage sweep`).
 """
 
 from __future__ import annotations
@@ -106,9 +107,11 @@ ARTIFACT_KEY = re.compile(r"models/([^/]+)/[0-9a-f]{8}/\1(\.tflite|_float\.tflit
 class LeftoverSweep:
     """Deletes model files no registered version refers to: left by a publish that was killed or
     whose clean-up failed, or by a base replaced with `base import`. A file goes only when two
-    runs (an hour apart in the workers' sweep) both found it unreferenced, so a publish under way
-    (seconds) is never touched. The listing comes before the registry read, so a version
-    registered in between counts as referenced."""
+    runs (`ghostouch storage sweep` waits between them) both found it unreferenced, so a publish
+    under way (seconds) is never touched. The listing comes before the registry read, so a
+    version registered in between counts as referenced. It runs only when an operator asks: the
+    registry must be the only one writing to the store, or it would take another deployment's
+    models for leftovers."""
 
     def __init__(self) -> None:
         self._suspects: set[str] = set()

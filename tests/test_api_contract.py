@@ -82,6 +82,8 @@ def test_frame_count_limits(service: Service) -> None:
         ("\u202erock", "invisible format character U+202E"),
         ("rock\u200d", "joiner"),
         ("..", "cannot be used in the model's URLs"),
+        ("\U000e0041rock", "invisible format character U+E0041"),
+        ("rock\U000e0020", "invisible format character U+E0020"),
     ],
 )
 def test_bad_gesture_names(service: Service, name: str, fragment: str) -> None:
@@ -104,6 +106,7 @@ def test_names_that_need_invisible_characters_are_kept(name: str) -> None:
     """Zero-width joiners inside emoji sequences and the tag characters of subdivision flags
     are part of what the user typed; only stray format characters are refused."""
     assert clean_gesture_name(f"  {name} ") == name
+    assert clean_gesture_name("\u200fשלום\u200e") == "שלום"  # direction marks show nothing: removed
 
 
 @pytest.mark.parametrize("code", ["nope", "../../etc/passwd", "base_v1/../x", "a" * 300])

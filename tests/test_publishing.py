@@ -104,3 +104,28 @@ def test_leftover_files_are_swept_once_seen_twice(db_url: str, tmp_path: Path) -
     assert set(store.list_keys("models/")) - kept - {"models/original_app_model.tflite"} == {
         key for key in store.list_keys("models/") if key.startswith("models/mnew2/")
     }
+
+
+def test_storage_sweep_command_deletes_only_leftovers(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    stray = data / "objects" / "models" / "mgone" / "00000001" / "mgone.tflite"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"half of a publish")
+    foreign = data / "objects" / "models" / "legacy.tflite"
+    foreign.write_bytes(b"not ours")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GHOSTOUCH_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "ghostouch.cli", "storage", "sweep", "--data-dir", str(data), "--wait", "0.1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "deleted 1 model file(s)" in done.stdout and "models/mgone/00000001/mgone.tflite" in done.stdout
+    assert not stray.exists() and foreign.exists()

@@ -220,3 +220,13 @@ def test_workers_report_warm_through_the_broker(redis_url: str) -> None:
         assert warm_nodes(app, []) == set()
     finally:
         client.flushdb()
+
+
+def test_machine_ids_tell_hosts_apart_and_accept_the_older_form() -> None:
+    from ghostouch.machine import same_machine
+
+    host, boot, namespace = machine_id().split("/")
+    assert len(boot) == 8 and boot != "-"  # this machine has a boot id to tell it from its namesakes
+    assert same_machine(machine_id()) and same_machine(f"{host}/{namespace}")  # before the boot id
+    assert not same_machine(f"{host}/00000000/{namespace}")  # same name, another machine
+    assert not same_machine(f"other-host/{boot}/{namespace}")

@@ -60,3 +60,22 @@ def test_agreement_rejects_an_export_that_decides_otherwise(weights: Weights, fr
     assert np.isin(decided, [0, 1]).mean() > 0.2  # the swap touches enough frames to matter
     assert agreement(LiteModel.load(export_uint8(swapped)), frames, reference) < MIN_AGREEMENT
     assert agreement(LiteModel.load(export_float(swapped)), frames, reference) < MIN_FLOAT_AGREEMENT
+
+
+def test_a_child_that_would_move_a_parent_gesture_is_refused() -> None:
+    """The apps append the name they sent at max + 1 and never re-download a label map: a child
+    must keep every parent index and put the new gesture last (deletes excepted)."""
+    from ghostouch.jobs.training import check_app_indices
+    from ghostouch.registry.repo import GestureInfo, ModelInfo
+
+    gestures = [GestureInfo(n, i, [], 0) for i, n in enumerate(("paper", "rock", "scissors"))]
+    parent = ModelInfo("base_v1", None, "system", "base", "", gestures, {}, {}, {}, "")
+    child = [*gestures, GestureInfo("call", 3, [], 0)]
+    check_app_indices({"kind": "train"}, parent, child, ["paper", "rock", "scissors", "call"])
+    swapped = [GestureInfo("rock", 0, [], 0), GestureInfo("paper", 1, [], 0), *child[2:]]
+    with pytest.raises(ModelCheckFailed, match="'paper' moved from 0"):
+        check_app_indices({"kind": "train"}, parent, swapped, ["rock", "paper", "scissors", "call"])
+    with pytest.raises(ModelCheckFailed, match="output 4 is 'call', the label map says 3"):
+        check_app_indices({"kind": "train"}, parent, child, ["paper", "rock", "scissors", "ok", "call"])
+    remaining = [GestureInfo("paper", 0, [], 0), GestureInfo("scissors", 1, [], 0)]
+    check_app_indices({"kind": "delete"}, parent, remaining, ["paper", "scissors"])

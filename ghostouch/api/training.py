@@ -69,20 +69,22 @@ class StatusResponse(BaseModel):
 
 
 def clean_gesture_name(raw: str) -> str:
-    name = unicodedata.normalize("NFC", raw).strip()
+    """The name as stored: NFC, trimmed, direction marks (which right-to-left keyboards add, and
+    which show nothing) removed; 422 for anything that would make an unusable or look-alike name."""
+    name = unicodedata.normalize("NFC", raw).translate(DIRECTION_MARKS).strip()
     if not name:
         raise bad_request("gesture: the name is empty")
     if len(name) > MAX_GESTURE_CHARS:
         raise bad_request(f"gesture: {len(name)} characters, at most {MAX_GESTURE_CHARS} allowed")
     if all(unicodedata.category(ch) in INVISIBLE for ch in name):
         raise bad_request("gesture: the name has no visible character")
-    for ch in name:
+    for i, ch in enumerate(name):
         category = unicodedata.category(ch)
         if category in ("Cc", "Zl", "Zp"):
             raise bad_request(f"gesture: control character U+{ord(ch):04X} is not allowed in a name")
         if category == "Cs":
             raise bad_request(f"gesture: U+{ord(ch):04X} is half of a surrogate pair, not a character; send UTF-8 text")
-        if category == "Cf" and not _joiner(ch):
+        if category == "Cf" and not _allowed_format(name, i):
             raise bad_request(
                 f"gesture: invisible format character U+{ord(ch):04X} is not allowed in a name "
                 "(it would make a name that looks like another one)"
@@ -94,13 +96,22 @@ def clean_gesture_name(raw: str) -> str:
     return name
 
 
-def _joiner(ch: str) -> bool:
-    """The invisible characters a name may hold between visible ones: zero-width (non-)joiners,
-    which some scripts and emoji sequences need, and the tag characters of subdivision flags."""
-    return ch in ZERO_WIDTH_JOINERS or 0xE0020 <= ord(ch) <= 0xE007F
+def _allowed_format(name: str, i: int) -> bool:
+    """The invisible characters a name may hold: zero-width (non-)joiners, which some scripts and
+    emoji sequences need, and the tag characters that follow a black flag (subdivision flags)."""
+    if name[i] in ZERO_WIDTH_JOINERS:
+        return True
+    in_flag = i > 0 and (name[i - 1] == BLACK_FLAG or _is_tag(name[i - 1]))
+    return _is_tag(name[i]) and in_flag
+
+
+def _is_tag(ch: str) -> bool:
+    return 0xE0020 <= ord(ch) <= 0xE007F
 
 
 ZERO_WIDTH_JOINERS = "\u200c\u200d"
+BLACK_FLAG = "\U0001f3f4"
+DIRECTION_MARKS = dict.fromkeys(map(ord, "\u200e\u200f\u061c"))
 
 
 # Spaces and format characters (zero-width space, direction marks): a name of nothing else shows

@@ -55,6 +55,11 @@ MAX_SPREAD_RATIO = 1.15
 # Largest median distance of the new frames' palm orientation to the candidate's, in units of
 # how far the augmentation turns them: beyond it, the pose is held another way (a twin).
 MAX_ORIENTATION_RATIO = 1.0
+# Frames of the candidate compared with: all of them up to this many, else the newest
+# `NEWEST_KEPT` and an even spread over the older ones (the distance matrices grow with the
+# square of the count: 8000 frames cost 2 GB and 5 s).
+MAX_REFERENCE_FRAMES = 2000
+NEWEST_KEPT = 400
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,16 @@ def orientation_ratio(new: Frames, gesture: Frames, seed: int = 0) -> float | No
     return float(np.median(distances)) / spread
 
 
+def bounded_reference(frames: Frames, limit: int = MAX_REFERENCE_FRAMES) -> Frames:
+    """`frames` (oldest first), or at most `limit` of them: the newest `NEWEST_KEPT` and an even
+    spread over the rest."""
+    if len(frames) <= limit:
+        return frames
+    older = frames[:-NEWEST_KEPT]
+    picked = np.linspace(0, len(older) - 1, limit - NEWEST_KEPT).round().astype(int)
+    return np.concatenate([older[picked], frames[-NEWEST_KEPT:]])
+
+
 def check_duplicate(
     parent: LiteModel,
     labels: list[str],
@@ -132,8 +147,9 @@ def check_duplicate(
     mean_p = float(np.mean(proba[:, labels.index(best)]))
     duplicate = candidates[best] >= share
     ratio = turn = None
-    if known is not None and best in known:
-        ratio = spread_ratio(frames, known[best])
-        turn = orientation_ratio(frames, known[best])
+    if duplicate and known is not None and best in known:
+        reference = bounded_reference(known[best])
+        ratio = spread_ratio(frames, reference)
+        turn = orientation_ratio(frames, reference)
         duplicate = duplicate and ratio <= max_spread_ratio and (turn is None or turn <= max_orientation_ratio)
     return DuplicateVerdict(duplicate, best, candidates[best], mean_p, shares, ratio, turn)

@@ -44,12 +44,19 @@ def enqueue_training(app: Celery, task_id: str) -> None:
 # key in the broker's Redis; `/readyz` counts only warm workers, so "ready" means a job starts at
 # once, not after a warm-up of 5-45 s.
 WARM_KEY = "ghostouch:warm:{}"
-WARM_TTL_SECONDS = 7 * 24 * 3600
+# The worker re-reports every 10 s: a node that stops doing so (killed, restarted under the same
+# name in a container) is no longer counted warm after this long.
+WARM_TTL_SECONDS = 30
 
 
 def mark_warm(app: Celery, node: str) -> None:
     with app.connection_for_write() as connection:
         connection.default_channel.client.set(WARM_KEY.format(node), "1", ex=WARM_TTL_SECONDS)
+
+
+def forget_warm(app: Celery, node: str) -> None:
+    with app.connection_for_write() as connection:
+        connection.default_channel.client.delete(WARM_KEY.format(node))
 
 
 def warm_nodes(app: Celery, nodes: list[str]) -> set[str]:

@@ -31,10 +31,8 @@ from kombu.exceptions import ChannelError
 
 from ghostouch.config import Settings
 from ghostouch.jobs.celery_app import QUEUE, enqueue_training
-from ghostouch.machine import machine_id, process_running
-from ghostouch.publishing import LeftoverSweep
+from ghostouch.machine import machine_id, process_running, same_machine
 from ghostouch.registry import job_records
-from ghostouch.storage import build_store
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +46,6 @@ MAX_ATTEMPTS = 3
 # jobs wait their turn) only after RESEND_BUSY_SECONDS, so a backlog is not flooded with copies.
 RESEND_PENDING_SECONDS = 60.0
 RESEND_BUSY_SECONDS = 600.0
-LEFTOVER_SWEEP_ROUNDS = 120  # of SWEEP_SECONDS: once an hour
 
 
 def this_process() -> str:
@@ -58,7 +55,7 @@ def this_process() -> str:
 def is_abandoned(claimant: str) -> bool:
     """True when `claimant` ("host/boot/namespace:pid") is a process of this machine that has exited."""
     machine, _, pid = claimant.rpartition(":")
-    if machine != machine_id() or not pid.isdigit():
+    if not same_machine(machine) or not pid.isdigit():
         return False  # another machine's: only its missing heartbeats tell
     return not process_running(int(pid))
 
@@ -118,22 +115,13 @@ def queued_messages(celery: Celery) -> int | None:
 
 
 def start_sweeper(celery: Celery, settings: Settings) -> threading.Thread:
-    """A daemon thread that re-queues abandoned jobs every `SWEEP_SECONDS`, and once an hour
-    deletes model files no version refers to (`publishing.LeftoverSweep`)."""
+    """A daemon thread that re-queues abandoned jobs every `SWEEP_SECONDS`."""
 
     def sweep() -> None:
         db_url = settings.resolved_database_url
         unsent: set[str] = set()  # released, but the broker was down: sent again next sweep
-        leftovers, store = LeftoverSweep(), build_store(settings.storage_settings())
-        rounds = 0
         while True:
             time.sleep(SWEEP_SECONDS)
-            rounds += 1
-            if rounds % LEFTOVER_SWEEP_ROUNDS == 0:
-                try:
-                    leftovers.run(db_url, store)
-                except Exception:  # pragma: no cover - storage down: the next hour tries again
-                    log.exception("sweep for leftover model files failed")
             try:
                 released = _release_abandoned(db_url)
                 after = RESEND_PENDING_SECONDS if queued_messages(celery) == 0 else RESEND_BUSY_SECONDS

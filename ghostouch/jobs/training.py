@@ -207,7 +207,11 @@ def _plan_train(ctx: WorkerContext, job: dict[str, Any], parent: repo.ModelInfo,
         )
         return None
     new_ref = job["sample_ref"]
-    new_frames = repo.load_sample_sets(ctx.db_url, ctx.store, [new_ref])
+    try:
+        new_frames = repo.load_sample_sets(ctx.db_url, ctx.store, [new_ref])
+    except (repo.MissingSamples, ObjectNotFound):  # e.g. a worker that cannot see the API's storage
+        log.error("job %s: its frames %s are not in %s", job["task_id"], new_ref, ctx.store.description)
+        raise JobFailed("this request's frames are missing from the model storage; post them again") from None
     infos, training = _gesture_data(ctx, parent.gestures, gesture, new_ref)
     duplicate: dict[str, Any] | None = None
     if not job["options"].get("allow_duplicate"):
@@ -264,6 +268,22 @@ def lineage_config(engine_config: EngineConfig, parent: repo.ModelInfo) -> Engin
     return replace(engine_config, gate_3d=engine_config.gate_3d and inherited)
 
 
+def check_app_indices(
+    job: dict[str, Any], parent: repo.ModelInfo, infos: list[repo.GestureInfo], outputs: list[str]
+) -> None:
+    """The apps' rule (CLIENT_CONTRACT.md): a child keeps every parent gesture at its index and
+    puts a new one last, so an app that appends the name it sent at max + 1 stays right. Only a
+    delete, which the apps cannot send, moves gestures."""
+    label_map = {g.name: g.output_index for g in infos}
+    problems = [f"output {i} is {name!r}, the label map says {label_map.get(name)}" for i, name in enumerate(outputs)
+                if label_map.get(name) != i]  # fmt: skip
+    if job["kind"] != "delete":
+        problems += [f"{g.name!r} moved from {g.output_index}" for g in parent.gestures
+                     if label_map.get(g.name) != g.output_index]  # fmt: skip
+    if problems:
+        raise ModelCheckFailed("the apps' label indices would change: " + "; ".join(problems))
+
+
 def _train_and_publish(
     ctx: WorkerContext,
     job: dict[str, Any],
@@ -276,8 +296,7 @@ def _train_and_publish(
     infos, training, extra = plan.infos, plan.training, plan.extra
     engine_config = lineage_config(engine_config, parent)
     trained = train_gesture_model(training, engine_config, progress=step)
-    if trained.labels != [g.name for g in infos] or [g.output_index for g in infos] != list(range(len(infos))):
-        raise ModelCheckFailed(f"its outputs {trained.labels} do not follow the label map {[g.name for g in infos]}")
+    check_app_indices(job, parent, infos, trained.labels)
     step("publishing the model")
     code = repo.new_code()
     label_map = {g.name: g.output_index for g in infos}

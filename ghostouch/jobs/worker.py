@@ -14,7 +14,7 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from ghostouch.config import Settings, get_settings
-from ghostouch.jobs.celery_app import TRAIN_TASK, make_celery, mark_warm
+from ghostouch.jobs.celery_app import TRAIN_TASK, forget_warm, make_celery, mark_warm
 from ghostouch.jobs.recovery import requeue_lost_jobs, start_sweeper
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,20 @@ def _warm_up(**_: Any) -> None:
         warm_up()
     except Exception:  # pragma: no cover - a cold first job is slower, not broken
         log.exception("warm-up failed")
+        return
     node = os.environ.get(NODE_ENV)
     if node:
         _warm_marker(node).touch()
         _report_warm(node)
+
+
+def forget_warm_state(node: str) -> None:
+    """A new worker (perhaps under a name a container reuses) starts cold: no marker, no key."""
+    _warm_marker(node).unlink(missing_ok=True)
+    try:
+        forget_warm(app, node)
+    except Exception:  # pragma: no cover - broker down: its key, if any, expires in 30 s
+        log.warning("could not clear the warm state of %s", node)
 
 
 def _warm_marker(node: str) -> Path:
@@ -94,7 +104,7 @@ def _recover_on_start(**_: Any) -> None:
 def _forget_warm(**_: Any) -> None:
     node = os.environ.get(NODE_ENV)
     if node:
-        _warm_marker(node).unlink(missing_ok=True)
+        forget_warm_state(node)
 
 
 app = build_worker_app(get_settings())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import logging
 import os
 import time
 import uuid
@@ -41,8 +40,6 @@ EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 MAX_SIGNED_URL_TTL = 7 * 24 * 3600  # limit of v4 signed URLs
 _TRANSIENT_STATUS = frozenset({408, 429})
-
-log = logging.getLogger(__name__)
 
 
 class SelfSignedCredential(fb_credentials.Base):
@@ -142,7 +139,6 @@ class FirebaseObjectStore(ObjectStore):
         self._public_links = public_links
         self._ttl = int(link_ttl_seconds)
         self._timeout = timeout
-        self._known_public: set[str] = set()
         self._credential = SelfSignedCredential(Path(credentials_path))
         options: dict[str, Any] = {"storageBucket": bucket_name}
         project = project_id or self._credential.project_id
@@ -212,7 +208,6 @@ class FirebaseObjectStore(ObjectStore):
         self._verify_blob(blob, key, data, digest)
         if self._public_links:
             self._make_public(key)
-            self._known_public.add(key)
 
     def _verify_blob(self, blob: Any, key: str, data: bytes, digest: str) -> None:
         """Compare the checksums the server reports with ours; re-download if it reports none."""
@@ -260,20 +255,6 @@ class FirebaseObjectStore(ObjectStore):
             blobs = self._bucket.list_blobs(prefix=prefix or None, timeout=self._timeout, retry=None)
             return [blob.name for blob in blobs if is_valid_key(blob.name)]
 
-    def _ensure_public(self, key: str) -> None:
-        """Objects are made public when stored; one stored before public links were switched on
-        is made public the first time this process links to it. Only then: an app polling
-        /status every second must not cost an ACL write per poll, nor fail while storage is
-        down for a link that is only a string."""
-        if key in self._known_public:
-            return
-        try:
-            self._retry(lambda: self._make_public(key), f"publishing {key!r}")
-        except StorageError as exc:  # the object may well be public already (stored so)
-            log.warning("could not make %s public (%s); answering its public URL anyway", key, exc)
-            return
-        self._known_public.add(key)
-
     def _make_public(self, key: str) -> None:
         blob = self._bucket.blob(key)
         with _translated(f"making {key!r} public in {self.description}", self._not_found(key)):
@@ -281,8 +262,7 @@ class FirebaseObjectStore(ObjectStore):
 
     def _url(self, key: str) -> str:
         blob = self._bucket.blob(key)
-        if self._public_links:
-            self._ensure_public(key)
+        if self._public_links:  # made public when stored: the link is only a string
             return str(blob.public_url)
         with _translated(f"signing a link to {key!r}"):
             url = blob.generate_signed_url(
