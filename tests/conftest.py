@@ -22,6 +22,11 @@ pytest_plugins = ["tests.gcs_fixtures"]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TEST_REDIS_DB = 13
+SPARE_REDIS_DB = 14  # tests that need a broker of their own, apart from the session service's
+
+
+def spare_redis_url(redis_url: str) -> str:
+    return f"{redis_url.rsplit('/', 1)[0]}/{SPARE_REDIS_DB}"
 
 
 def free_port() -> int:

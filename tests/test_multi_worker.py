@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from ghostouch.engine import hands
-from tests.conftest import Service, free_port, poll_like_android, service_env, wait_until
+from tests.conftest import Service, free_port, poll_like_android, service_env, spare_redis_url, wait_until
 from tests.gcs_fixtures import Emulator, ServiceAccount
 from tests.test_registry import _postgres_url
 
@@ -34,7 +34,7 @@ def cluster(
         "STORAGE_EMULATOR_HOST": gcs_emulator.url,
     }
     # A Redis database of its own: the session-wide `service` workers must not take these jobs.
-    broker = redis_url.rsplit("/", 1)[0] + "/14"
+    broker = spare_redis_url(redis_url)
     redis.Redis.from_url(broker).flushdb()
     api_env = {**service_env(tmp_path / "api-scratch", broker, port), **shared}
     svc = Service(tmp_path / "api-scratch", api_env, port, logs=tmp_path)

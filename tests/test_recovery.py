@@ -17,7 +17,7 @@ from ghostouch.config import Settings
 from ghostouch.embedded_broker import EmbeddedBroker
 from ghostouch.machine import machine_id, process_running
 from ghostouch.registry import job_records
-from tests.conftest import free_port, get_ok, poll_like_android, service_env, start_serve, wait_until
+from tests.conftest import free_port, get_ok, poll_like_android, service_env, spare_redis_url, start_serve, wait_until
 from tests.test_processes import post_recording
 
 # Run with the service's environment: a job recorded as PENDING whose queue message is gone,
@@ -188,7 +188,7 @@ def test_the_sweep_reads_an_empty_queue_as_empty(redis_url: str) -> None:
     from ghostouch.jobs.celery_app import enqueue_training, make_celery
     from ghostouch.jobs.recovery import queued_messages
 
-    url = redis_url.rsplit("/", 1)[0] + "/14"  # not the session service's queue
+    url = spare_redis_url(redis_url)
     client = redis.Redis.from_url(url)
     client.flushdb()
     app = make_celery(Settings(broker_url=url))
@@ -209,7 +209,7 @@ def test_workers_report_warm_through_the_broker(redis_url: str) -> None:
 
     from ghostouch.jobs.celery_app import make_celery, mark_warm, warm_nodes
 
-    url = redis_url.rsplit("/", 1)[0] + "/14"
+    url = spare_redis_url(redis_url)
     client = redis.Redis.from_url(url)
     client.flushdb()
     app = make_celery(Settings(broker_url=url))
