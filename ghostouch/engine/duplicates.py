@@ -151,5 +151,5 @@ def check_duplicate(
         reference = bounded_reference(known[best])
         ratio = spread_ratio(frames, reference)
         turn = orientation_ratio(frames, reference)
-        duplicate = duplicate and ratio <= max_spread_ratio and (turn is None or turn <= max_orientation_ratio)
+        duplicate = ratio <= max_spread_ratio and (turn is None or turn <= max_orientation_ratio)
     return DuplicateVerdict(duplicate, best, candidates[best], mean_p, shares, ratio, turn)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -49,40 +47,26 @@ def _warm_up(**_: Any) -> None:
         return
     node = os.environ.get(NODE_ENV)
     if node:
-        _warm_marker(node).touch()
-        _report_warm(node)
-
-
-def forget_warm_state(node: str) -> None:
-    """A new worker (perhaps under a name a container reuses) starts cold: no marker, no key."""
-    _warm_marker(node).unlink(missing_ok=True)
-    try:
-        forget_warm(app, node)
-    except Exception:  # pragma: no cover - broker down: its key, if any, expires in 30 s
-        log.warning("could not clear the warm state of %s", node)
-
-
-def _warm_marker(node: str) -> Path:
-    """A file saying a pool process of `node` is warm: the worker's main process reports it to
-    every broker it meets, also one started empty after the last one died."""
-    return Path(tempfile.gettempdir()) / f"ghostouch-warm-{node}"
+        threading.Thread(target=_report_warm, args=(node,), name="warm-reporter", daemon=True).start()
 
 
 def _report_warm(node: str) -> None:
+    """While this pool process lives, keep its node marked warm in the broker (also in a broker
+    started empty after the last one died); the mark expires 30 s after the process is gone."""
+    while True:
+        try:
+            mark_warm(app, node)
+        except Exception:  # pragma: no cover - the broker is down: /readyz says so anyway
+            log.warning("could not report worker %s warm; trying again", node)
+        time.sleep(WARM_REPORT_SECONDS)
+
+
+def forget_warm_state(node: str) -> None:
+    """A new worker (perhaps under a name a container reuses) starts cold."""
     try:
-        mark_warm(app, node)
-    except Exception:  # pragma: no cover - the broker is down: /readyz says so anyway
-        log.warning("could not report worker %s warm; trying again", node)
-
-
-def _keep_reporting_warm(node: str) -> None:
-    def report() -> None:
-        while True:
-            if _warm_marker(node).exists():
-                _report_warm(node)
-            time.sleep(WARM_REPORT_SECONDS)
-
-    threading.Thread(target=report, name="warm-reporter", daemon=True).start()
+        forget_warm(app, node)
+    except Exception:  # pragma: no cover - broker down: its mark, if any, expires in 30 s
+        log.warning("could not clear the warm state of %s", node)
 
 
 @worker_ready.connect
@@ -95,9 +79,6 @@ def _recover_on_start(**_: Any) -> None:
     except Exception:  # pragma: no cover - best effort; the sweeper and the next start try again
         log.exception("could not re-queue lost jobs")
     start_sweeper(app, settings)
-    node = os.environ.get(NODE_ENV)
-    if node:
-        _keep_reporting_warm(node)
 
 
 @worker_shutdown.connect
