@@ -176,6 +176,12 @@ def test_a_wrong_method_names_the_right_one(service: Service) -> None:
     assert r.status_code == 405 and r.headers["allow"] == "POST"
 
 
+def test_probes_answer_head_as_they_answer_get(service: Service) -> None:
+    for path in ("/healthz", "/readyz"):
+        head, get = httpx.head(f"{service.url}{path}"), httpx.get(f"{service.url}{path}")
+        assert head.status_code == get.status_code == 200 and head.content == b""
+
+
 def test_a_client_that_hangs_up_mid_body_leaves_no_error_in_the_log(service: Service) -> None:
     log = service.data_dir / "api.log"
     before = log.stat().st_size
