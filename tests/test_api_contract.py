@@ -84,6 +84,9 @@ def test_frame_count_limits(service: Service) -> None:
         ("..", "cannot be used in the model's URLs"),
         ("\U000e0041rock", "invisible format character U+E0041"),
         ("rock\U000e0020", "invisible format character U+E0020"),
+        ("\u3164", "no visible character"),  # Hangul filler
+        ("\u2800 \uffa0", "no visible character"),  # blank Braille pattern, halfwidth filler
+        ("rock\u3164", "U+3164 shows as blank space"),
     ],
 )
 def test_bad_gesture_names(service: Service, name: str, fragment: str) -> None:
@@ -176,10 +179,35 @@ def test_a_wrong_method_names_the_right_one(service: Service) -> None:
     assert r.status_code == 405 and r.headers["allow"] == "POST"
 
 
-def test_probes_answer_head_as_they_answer_get(service: Service) -> None:
-    for path in ("/healthz", "/readyz"):
+def test_every_get_route_answers_head(service: Service) -> None:
+    for path in ("/healthz", "/readyz", "/models/base_v1", "/models/base_v1/labels", "/models/nope"):
         head, get = httpx.head(f"{service.url}{path}"), httpx.get(f"{service.url}{path}")
-        assert head.status_code == get.status_code == 200 and head.content == b""
+        assert head.status_code == get.status_code and head.content == b"", path
+        assert head.headers["content-length"] == str(len(get.content)), path
+    r = httpx.options(f"{service.url}/healthz")
+    assert r.status_code == 405 and r.headers["allow"] == "GET"
+
+
+def test_errors_quote_what_was_sent_briefly(service: Service) -> None:
+    body = frames()
+    body[3][5] = "a" * 100_000  # type: ignore[call-overload]
+    r = post(service, {"model_code": "base_v1", "gesture": "g", "landmarks": body})
+    assert r.status_code == 422 and "frame 3, value 5: not a number ('aaaa" in r.json()["detail"]
+    assert len(r.content) < 300 and "100002 characters" in r.json()["detail"]
+    r = post(service, {"model_code": "x" * 10_000, "gesture": "g", "landmarks": frames()})
+    assert r.status_code == 404 and len(r.content) < 300
+
+
+def test_options_take_json_values_only(service: Service) -> None:
+    for flag in ("yes", 1):
+        r = post(service, {"model_code": "base_v1", "gesture": "g", "landmarks": frames(), "allow_duplicate": flag})
+        assert r.status_code == 422 and "allow_duplicate" in r.json()["detail"]
+
+
+def test_an_empty_idempotency_key_is_refused(service: Service) -> None:
+    body = {"model_code": "base_v1", "gesture": "g", "landmarks": frames()}
+    r = httpx.post(f"{service.url}/train", json=body, headers={"Idempotency-Key": ""})
+    assert r.status_code == 422 and "idempotency-key" in r.json()["detail"].lower()
 
 
 def test_a_client_that_hangs_up_mid_body_leaves_no_error_in_the_log(service: Service) -> None:

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 
 from ghostouch.api import files, gestures, health, models, training
 from ghostouch.api.errors import storage_error, validation_error
-from ghostouch.api.limits import BodySizeLimit
+from ghostouch.api.limits import BodySizeLimit, HeadAsGet
 from ghostouch.api.state import ApiState
 from ghostouch.config import MAX_BODY_BYTES, Settings, get_settings
 from ghostouch.jobs.celery_app import make_celery
@@ -44,4 +44,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StorageError, storage_error)
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(HeadAsGet)
     return app

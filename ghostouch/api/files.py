@@ -15,7 +15,6 @@ router = APIRouter(tags=["downloads"])
 
 
 @router.get("/dl/{expires}/{sig}/{key:path}", response_class=FileResponse, responses=error_responses(403, 404))
-@router.head("/dl/{expires}/{sig}/{key:path}", response_class=FileResponse, include_in_schema=False)
 def signed_download(key: str, expires: str, sig: str, state: Annotated[ApiState, Depends(get_state)]) -> FileResponse:
     """A stored model file or label map, as linked from `/status` and `/models` (signed links
     carry their expiry and signature in the path, so the last segment is the file name)."""
@@ -23,7 +22,6 @@ def signed_download(key: str, expires: str, sig: str, state: Annotated[ApiState,
 
 
 @router.get("/files/{key:path}", response_class=FileResponse, responses=error_responses(403, 404))
-@router.head("/files/{key:path}", response_class=FileResponse, include_in_schema=False)
 def download(
     key: str,
     state: Annotated[ApiState, Depends(get_state)],

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
@@ -26,11 +25,13 @@ from ghostouch.api.training import (
     parse_body,
     queue_job,
     read_json_body,
+    stored_form,
 )
 from ghostouch.config import MAX_FRAMES, MIN_FRAMES
 from ghostouch.engine.frames import FrameError, check_frames
 from ghostouch.publishing import publish_model
 from ghostouch.registry import repo
+from ghostouch.text import quoted
 
 router = APIRouter(prefix="/models/{code}/gestures", tags=["gesture management"])
 
@@ -46,12 +47,13 @@ class FramesRequest(BaseModel):
 
 
 def _gesture(model: repo.ModelInfo, name: str) -> repo.GestureInfo:
-    """The gesture a URL names (percent-encoded, so "/" may be part of a name), as stored: NFC."""
-    name = unicodedata.normalize("NFC", name)
+    """The gesture a URL names (percent-encoded, so "/" may be part of a name), in the form names
+    are stored in (`stored_form`)."""
+    name = stored_form(name)
     for g in model.gestures:
         if g.name == name:
             return g
-    raise not_found(f"model {model.code} has no gesture {name!r}; it has {', '.join(model.labels)}")
+    raise not_found(f"model {model.code} has no gesture {quoted(name)}; it has {', '.join(model.labels)}")
 
 
 def _rename(state: ApiState, model: repo.ModelInfo, owner: str, old: str, new: str) -> repo.ModelInfo:
@@ -99,7 +101,7 @@ async def rename_gesture(
     name = _gesture(model, name).name
     new = clean_gesture_name(body.new_name)
     if new in model.labels:
-        raise HTTPException(409, f"model {code} already has a gesture named {new!r}")
+        raise HTTPException(409, f"model {code} already has a gesture named {quoted(new)}")
     created = await run_in_threadpool(_rename, state, model, owner, name, new)
     return describe(state, created)
 
@@ -116,7 +118,7 @@ async def add_frames(
     name: str,
     state: Annotated[ApiState, Depends(get_state)],
     owner: Annotated[str, Depends(current_owner)],
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> JSONResponse:
     """Queue a new version where gesture `name` is retrained with these extra frames."""
     body = parse_body(FramesRequest, await read_json_body(request))

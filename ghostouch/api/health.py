@@ -17,7 +17,6 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-@router.head("/healthz", include_in_schema=False)  # uptime monitors and load balancers probe with HEAD
 def healthz() -> dict[str, str]:
     """The API process is up."""
     return {"status": "ok"}
@@ -52,7 +51,6 @@ def _checks(state: ApiState) -> dict[str, Any]:
 
 
 @router.get("/readyz", responses={503: {"description": "not ready: `checks` says what is missing"}})
-@router.head("/readyz", include_in_schema=False)
 async def readyz(state: Annotated[ApiState, Depends(get_state)]) -> JSONResponse:
     """Ready when the database and broker answer, storage is writable and a worker is warm (has
     imported TensorFlow and traced training: a job then starts at once)."""

@@ -1,4 +1,4 @@
-"""Refuse oversized request bodies before they are read whole (413), whatever the route."""
+"""Middleware for every route: oversized request bodies refused early (413), HEAD answered as GET."""
 
 from __future__ import annotations
 
@@ -58,3 +58,17 @@ class BodySizeLimit:
             await send(message)
 
         await self.app(scope, limited_receive, guarded_send)
+
+
+class HeadAsGet:
+    """HEAD on every GET route (RFC 9110 requires it of general-purpose servers; uptime monitors
+    and download managers use it): the routes see a GET, and Uvicorn, whose own record of the
+    request still says HEAD, sends the response's headers without its body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)

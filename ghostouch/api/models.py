@@ -10,6 +10,7 @@ from ghostouch.api.errors import error_responses, not_found
 from ghostouch.api.state import ApiState, current_owner, get_state
 from ghostouch.publishing import artifact_urls
 from ghostouch.registry import job_records, repo
+from ghostouch.text import quoted
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/models", tags=["models"])
 def visible_model(state: ApiState, code: str, owner: str) -> repo.ModelInfo:
     model = repo.get_model(state.db_url, code)
     if model is None or not model.usable_by(owner):
-        raise not_found(f"no model with code {code!r}")
+        raise not_found(f"no model with code {quoted(code)}")
     return model
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StrictBool, ValidationError
 from starlette.requests import ClientDisconnect
 
 from ghostouch.api.errors import bad_request, describe_errors, error_responses, not_found
@@ -21,6 +21,7 @@ from ghostouch.engine.frames import FrameError, check_frames
 from ghostouch.jobs.celery_app import enqueue_training
 from ghostouch.publishing import artifact_urls
 from ghostouch.registry import job_records, repo
+from ghostouch.text import quoted
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["training (app contract)"])
@@ -46,7 +47,9 @@ class TrainRequest(BaseModel):
         "metres) then handedness (0.0 left, 1.0 right)",
         json_schema_extra=FRAMES_SCHEMA,
     )
-    allow_duplicate: bool = Field(default=False, description="Train even if the gesture duplicates an existing one")
+    allow_duplicate: StrictBool = Field(
+        default=False, description="Train even if the gesture duplicates an existing one (JSON true or false)"
+    )
 
 
 class TrainAccepted(BaseModel):
@@ -68,18 +71,28 @@ class StatusResponse(BaseModel):
     error_detail: dict[str, Any] | None = None
 
 
+def stored_form(raw: str) -> str:
+    """A gesture name as stored and looked up: NFC, trimmed, without direction marks."""
+    return unicodedata.normalize("NFC", raw).translate(DIRECTION_MARKS).strip()
+
+
 def clean_gesture_name(raw: str) -> str:
     """The name as stored: NFC, trimmed, direction marks (which right-to-left keyboards add, and
     which show nothing) removed; 422 for anything that would make an unusable or look-alike name."""
-    name = unicodedata.normalize("NFC", raw).translate(DIRECTION_MARKS).strip()
+    name = stored_form(raw)
     if not name:
         raise bad_request("gesture: the name is empty")
     if len(name) > MAX_GESTURE_CHARS:
         raise bad_request(f"gesture: {len(name)} characters, at most {MAX_GESTURE_CHARS} allowed")
-    if all(unicodedata.category(ch) in INVISIBLE for ch in name):
+    if all(unicodedata.category(ch) in INVISIBLE or ch in BLANK_LETTERS for ch in name):
         raise bad_request("gesture: the name has no visible character")
     for i, ch in enumerate(name):
         category = unicodedata.category(ch)
+        if ch in BLANK_LETTERS:
+            raise bad_request(
+                f"gesture: U+{ord(ch):04X} shows as blank space and is not allowed in a name "
+                "(it would make a name that looks like another one)"
+            )
         if category in ("Cc", "Zl", "Zp"):
             raise bad_request(f"gesture: control character U+{ord(ch):04X} is not allowed in a name")
         if category == "Cs":
@@ -117,6 +130,8 @@ DIRECTION_MARKS = dict.fromkeys(map(ord, "\u200e\u200f\u061c"))
 # Spaces and format characters (zero-width space, direction marks): a name of nothing else shows
 # as blank in the apps.
 INVISIBLE = frozenset({"Zs", "Cf", "Mn", "Me"})
+# Letters and symbols that render as nothing: the Hangul fillers and the blank Braille pattern.
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 async def read_json_body(request: Request) -> Any:
@@ -162,7 +177,7 @@ async def train(
     request: Request,
     state: Annotated[ApiState, Depends(get_state)],
     owner: Annotated[str, Depends(current_owner)],
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> JSONResponse:
     """Queue the training of a child model: the parent's gestures plus this one."""
     req = parse_body(TrainRequest, await read_json_body(request), "body must be {model_code, gesture, landmarks}: ")
@@ -173,7 +188,7 @@ async def train(
         raise bad_request(str(exc)) from None
     parent = await run_in_threadpool(repo.get_model, state.db_url, req.model_code)
     if parent is None or not parent.usable_by(owner):
-        raise not_found(f"model_code {req.model_code!r} does not name a model; a fresh install uses 'base_v1'")
+        raise not_found(f"model_code {quoted(req.model_code)} does not name a model; a fresh install uses 'base_v1'")
     job = await run_in_threadpool(
         queue_job,
         state,
@@ -247,7 +262,7 @@ def _replay(state: ApiState, job: dict[str, Any], request: dict[str, Any], key: 
     differing = sorted(AS_SENT[name] for name, value in request.items() if job[name] != value)
     if differing:
         raise bad_request(
-            f"Idempotency-Key {key!r} was already used for another request (task {job['task_id']}; "
+            f"Idempotency-Key {quoted(key)} was already used for another request (task {job['task_id']}; "
             f"this one differs in {', '.join(differing)}); send a new key for a new request"
         )
     if job["status"] == "FAILURE" and (job["error_detail"] or {}).get("queue_unavailable"):
@@ -278,7 +293,7 @@ def status(
     """The job's state; on SUCCESS `result` holds a fresh `tflite_url` and the new `model_code`."""
     job = job_records.get_job(state.db_url, task_id) if len(task_id) <= 64 else None
     if job is None or job["owner"] != owner:
-        raise not_found(f"no training job with task_id {task_id!r}")
+        raise not_found(f"no training job with task_id {quoted(task_id)}")
     result = None
     if job["status"] == "SUCCESS" and job["child_code"]:
         result = success_result(state, job)

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from ghostouch.text import quoted
+
 N_LANDMARKS = 21
 FRAME_SIZE = 64
 HANDEDNESS = 63
@@ -49,20 +51,21 @@ def frame_problem(index: int, frame: object) -> str | None:
         return f"frame {index}: expected 64 numbers (21 landmarks x 3 + handedness), got {len(frame)}"
     for position, value in enumerate(frame):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"frame {index}, value {position}: not a number ({value!r})"
+            return f"frame {index}, value {position}: not a number ({quoted(value)})"
         try:
             finite = math.isfinite(value)
         except OverflowError:  # an integer beyond the float range
             finite = False
         if not finite:
-            return f"frame {index}, value {position}: not a finite number ({str(value)[:20]})"
+            return f"frame {index}, value {position}: not a finite number ({quoted(value, 20)})"
         if position < HANDEDNESS and abs(value) > MAX_ABS_COORDINATE:
             return (
-                f"frame {index}, value {position}: {value} m is outside ±{MAX_ABS_COORDINATE} m; "
+                f"frame {index}, value {position}: {quoted(value, 20)} m is outside ±{MAX_ABS_COORDINATE} m; "
                 "send MediaPipe *world* landmarks (metres, centred on the hand), not image landmarks"
             )
     if frame[HANDEDNESS] not in (0, 1):
-        return f"frame {index}, value 63 (handedness): must be 0.0 (left) or 1.0 (right), got {frame[HANDEDNESS]}"
+        got = quoted(frame[HANDEDNESS], 20)
+        return f"frame {index}, value 63 (handedness): must be 0.0 (left) or 1.0 (right), got {got}"
     return None
 
 
