@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from ghostouch.config import Settings, get_settings
+from ghostouch.config import ConfigError, Settings, get_settings
 from ghostouch.supervisor import ServeProcesses, python_cli
 
 log = logging.getLogger("ghostouch")
@@ -27,9 +27,38 @@ def _apply_overrides(args: argparse.Namespace) -> Settings:
             os.environ[env] = str(Path(value).resolve()) if option == "data_dir" else str(value)
     get_settings.cache_clear()
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"GHOSTOUCH_DATA_DIR={str(settings.data_dir)!r}: cannot create it ({exc.strerror})") from None
     os.environ["GHOSTOUCH_DATA_DIR"] = str(settings.data_dir.resolve())
     return settings
+
+
+def _check_services(settings: Settings, storage: bool = True) -> None:
+    """The registry database answers (its schema brought up to date) and the store can be built:
+    a setting that cannot work stops the command with one line, not a traceback at the first job."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ghostouch.registry.db import migrate
+    from ghostouch.storage import StorageError, build_store
+
+    url = settings.resolved_database_url
+    try:
+        migrate(url)
+    except (SQLAlchemyError, ImportError) as exc:
+        try:
+            shown = make_url(url).render_as_string(hide_password=True)
+        except SQLAlchemyError:
+            shown = url
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"GHOSTOUCH_DATABASE_URL: cannot use the registry database {shown} ({reason})") from None
+    if storage:
+        try:
+            build_store(settings.storage_settings()).close()
+        except StorageError as exc:
+            raise ConfigError(f"GHOSTOUCH_STORAGE={settings.storage}: {exc}") from None
 
 
 def _ensure_base_in_subprocess(settings: Settings) -> None:
@@ -45,6 +74,7 @@ def _ensure_base_in_subprocess(settings: Settings) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _apply_overrides(args)
+    _check_services(settings)
     # SIGTERM (systemd, docker stop) and SIGHUP (a closed terminal) end `serve` as Ctrl-C does,
     # through the `finally` below that stops the workers and the broker. (uvicorn handles them
     # while it serves, then raises them again once it has stopped: they arrive here.)
@@ -111,11 +141,13 @@ def cmd_api(args: argparse.Namespace) -> int:
             "ghostouch api needs GHOSTOUCH_BROKER_URL=redis://host:port/db (or use `ghostouch serve`)", file=sys.stderr
         )
         return 2
+    _check_services(settings)
     return _run_api(settings)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _apply_overrides(args)
+    _check_services(settings)  # a worker that cannot reach them would take jobs it can only drop
     if args.parent_pid:
         _exit_with_parent(args.parent_pid)
     if not args.no_ensure_base:
@@ -146,10 +178,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_base_ensure(args: argparse.Namespace) -> int:
     from ghostouch.bases import ensure_base
-    from ghostouch.registry.db import migrate
 
     settings = _apply_overrides(args)
-    migrate(settings.resolved_database_url)
+    _check_services(settings)
     created = ensure_base(settings)
     print("base_v1 provisioned" if created else "base_v1 already present")
     return 0
@@ -177,21 +208,34 @@ def cmd_base_import(args: argparse.Namespace) -> int:
 def cmd_storage_sweep(args: argparse.Namespace) -> int:
     """Two listings `--wait` seconds apart; files unreferenced in both are deleted (a publish under
     way takes seconds, so its files are referenced by the second listing)."""
-    from ghostouch.publishing import LeftoverSweep
-    from ghostouch.registry.db import migrate
+    from ghostouch.publishing import LeftoverSweep, SweepRefused
     from ghostouch.storage import build_store
 
     settings = _apply_overrides(args)
-    migrate(settings.resolved_database_url)
+    registry_file = settings.data_dir / "registry.sqlite3"
+    if not settings.database_url and not registry_file.exists():  # never sweep against a new, empty one
+        raise ConfigError(f"no registry at {registry_file}: set GHOSTOUCH_DATABASE_URL or GHOSTOUCH_DATA_DIR")
+    _check_services(settings)
     store = build_store(settings.storage_settings())
-    sweep = LeftoverSweep()
-    sweep.run(settings.resolved_database_url, store)
-    time.sleep(args.wait)
-    deleted = sweep.run(settings.resolved_database_url, store)
+    sweep = LeftoverSweep(force=args.force)
+    try:
+        sweep.run(settings.resolved_database_url, store)
+        time.sleep(args.wait)
+        deleted = sweep.run(settings.resolved_database_url, store)
+    except SweepRefused as exc:
+        print(f"ghostouch storage sweep: nothing deleted: {exc}", file=sys.stderr)
+        return 1
     print(f"deleted {len(deleted)} model file(s) no version refers to in {store.description}")
     for key in deleted:
         print(f"  {key}")
     return 0
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,17 +287,24 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep", help="delete model files no version refers to (only for a store this registry alone writes to)"
     )
     common(sweep)
-    sweep.add_argument("--wait", type=float, default=60.0, help="seconds between the two listings (default 60)")
+    sweep.add_argument("--wait", type=_seconds, default=60.0, help="seconds between the two listings (default 60)")
+    sweep.add_argument("--force", action="store_true", help="delete even when the registry looks like another store's")
     sweep.set_defaults(func=cmd_storage_sweep)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    level = os.environ.get("GHOSTOUCH_LOG_LEVEL", "INFO").upper()  # a bad one is reported below
     logging.basicConfig(
-        level=os.environ.get("GHOSTOUCH_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=level if level in logging.getLevelNamesMapping() else "INFO",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"ghostouch {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

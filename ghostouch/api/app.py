@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from ghostouch.api import files, gestures, health, models, training
-from ghostouch.api.errors import storage_error, validation_error
+from ghostouch.api.errors import DATABASE_UNAVAILABLE, database_error, storage_error, validation_error
 from ghostouch.api.limits import BodySizeLimit, HeadAsGet
 from ghostouch.api.state import ApiState
 from ghostouch.config import MAX_BODY_BYTES, Settings, get_settings
@@ -43,6 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StorageError, storage_error)
+    for database_failure in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(database_failure, database_error)
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(HeadAsGet)
     return app

@@ -10,6 +10,8 @@ from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from ghostouch.storage import ObjectNotFound, StorageError
 
@@ -26,7 +28,7 @@ _MEANING = {
     409: "the edit conflicts with the model (a name it already has, or too few gestures left)",
     413: "the body is larger than 2 MiB",
     422: "the body, a frame or a name is invalid; the detail says which and why",
-    503: "the training queue or the model storage is unavailable; retry later",
+    503: "the training queue, the model storage or the registry database is unavailable; retry later",
 }
 
 
@@ -67,3 +69,15 @@ async def storage_error(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": "a stored file of this model is missing"}, status_code=404)
     log.warning("%s %s: storage failed: %s", request.method, request.url.path, exc)
     return JSONResponse({"detail": "the model storage is unavailable; please retry"}, status_code=503)
+
+
+# What a registry database that is down, restarting or out of connections raises.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, SQLAlchemyTimeoutError)
+
+
+async def database_error(request: Request, exc: Exception) -> JSONResponse:
+    """The registry database unreachable under a request: 503 (retry later), as for the queue and
+    the storage; one line in the log, not a traceback per request."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    log.warning("%s %s: registry database unavailable: %s", request.method, request.url.path, reason)
+    return JSONResponse({"detail": "the model registry is unavailable; please retry"}, status_code=503)

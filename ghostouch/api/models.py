@@ -48,7 +48,7 @@ def _summary(m: repo.ModelInfo) -> dict[str, Any]:
     }
 
 
-@router.get("")
+@router.get("", responses=error_responses(503))
 def list_models(
     state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
 ) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def list_models(
     return {"models": [_summary(m) for m in mine], "bases": [_summary(m) for m in bases]}
 
 
-@router.get("/{code}", responses=error_responses(404))
+@router.get("/{code}", responses=error_responses(404, 503))
 def get_model(
     code: str, state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
 ) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def get_model(
     return describe(state, visible_model(state, code, owner))
 
 
-@router.get("/{code}/labels", responses=error_responses(404))
+@router.get("/{code}/labels", responses=error_responses(404, 503))
 def get_labels(
     code: str, state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
 ) -> dict[str, int]:
@@ -74,7 +74,7 @@ def get_labels(
     return visible_model(state, code, owner).label_map()
 
 
-@router.get("/{code}/gestures", responses=error_responses(404))
+@router.get("/{code}/gestures", responses=error_responses(404, 503))
 def get_gestures(
     code: str, state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
 ) -> list[dict[str, Any]]:
@@ -84,7 +84,7 @@ def get_gestures(
     return [{"name": g.name, "index": g.output_index, "frames": g.n_frames} for g in model.gestures]
 
 
-@router.get("/{code}/jobs", responses=error_responses(404))
+@router.get("/{code}/jobs", responses=error_responses(404, 503))
 def get_jobs(
     code: str, state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
 ) -> list[dict[str, Any]]:

@@ -1,0 +1,102 @@
+"""What an operator meets: settings that cannot work stop a command with one line, and a registry
+database that goes away under a running API gives clients a 503 they can retry."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from ghostouch.engine import hands
+from tests.conftest import Service, free_port, service_env, spare_redis_url, wait_until
+from tests.gcs_fixtures import Gateway
+from tests.test_registry import _postgres_url
+
+CLOSED_PORT_DB = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+
+
+@pytest.mark.parametrize(
+    ("command", "setting", "value", "message"),
+    [
+        ("api", "GHOSTOUCH_PORT", "abc", "GHOSTOUCH_PORT='abc': Input should be a valid integer"),
+        ("api", "GHOSTOUCH_PORT", "70000", "GHOSTOUCH_PORT='70000': Input should be less than or equal to 65535"),
+        ("serve", "GHOSTOUCH_WORKERS", "0", "GHOSTOUCH_WORKERS='0': Input should be greater than or equal to 1"),
+        ("api", "GHOSTOUCH_LOG_LEVEL", "loud", "GHOSTOUCH_LOG_LEVEL='LOUD': Input should be 'DEBUG'"),
+        ("api", "GHOSTOUCH_BROKER_URL", "http://127.0.0.1:6379/9", "GHOSTOUCH_BROKER_URL='http://127.0.0.1:6379/9'"),
+        ("worker", "GHOSTOUCH_MAX_FRAMES_PER_GESTURE", "0", "greater than or equal to 20"),
+        ("api", "GHOSTOUCH_LINK_TTL_SECONDS", "-100", "GHOSTOUCH_LINK_TTL_SECONDS='-100': Input should be greater"),
+        ("api", "GHOSTOUCH_DATABASE_URL", CLOSED_PORT_DB, "cannot use the registry database postgresql://"),
+        ("api", "GHOSTOUCH_DATABASE_URL", "notaurl", "GHOSTOUCH_DATABASE_URL: cannot use the registry database"),
+        ("worker", "GHOSTOUCH_STORAGE", "firebase", "GHOSTOUCH_STORAGE=firebase: the Firebase backend needs"),
+        ("storage", "GHOSTOUCH_STORAGE", "s3", "GHOSTOUCH_STORAGE='s3': Input should be 'local' or 'firebase'"),
+    ],
+)
+def test_settings_that_cannot_work_stop_the_command_with_one_line(
+    tmp_path: Path, redis_url: str, command: str, setting: str, value: str, message: str
+) -> None:
+    env = service_env(tmp_path / "data", spare_redis_url(redis_url), free_port())
+    env = {k: v for k, v in env.items() if not k.startswith("FIREBASE_")}
+    env[setting] = value
+    args = {"storage": ["storage", "sweep", "--wait", "0"]}.get(command, [command])
+    done = subprocess.run(
+        [sys.executable, "-m", "ghostouch.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]  # after the log lines of what went well
+    assert last.startswith(f"ghostouch {command}: ") and message in last, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_data_directory_that_cannot_be_made_is_named(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    env = service_env(tmp_path / "a-file" / "data", None, free_port())
+    done = subprocess.run(
+        [sys.executable, "-m", "ghostouch.cli", "base", "ensure"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and "GHOSTOUCH_DATA_DIR=" in done.stderr and "Not a directory" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def api_through_a_gateway(tmp_path: Path, redis_url: str) -> Iterator[tuple[Service, Gateway]]:
+    """`ghostouch api` whose PostgreSQL registry is reached through a relay the test can cut."""
+    pg = _postgres_url()
+    db_url = next(pg)
+    gateway = Gateway("127.0.0.1:5432")
+    relayed = db_url.replace("127.0.0.1:5432", gateway.url.removeprefix("http://"))
+    port = free_port()
+    env = {**service_env(tmp_path / "data", spare_redis_url(redis_url), port), "GHOSTOUCH_DATABASE_URL": relayed}
+    svc = Service(tmp_path / "data", env, port, logs=tmp_path)
+    svc.data_dir.mkdir()
+    svc.start_api()
+    try:
+        wait_until(lambda: httpx.get(f"{svc.url}/healthz").status_code == 200, 60, "the API never started")
+        yield svc, gateway
+    finally:
+        svc.stop_all()
+        gateway.cut()
+        next(pg, None)
+
+
+def test_a_registry_database_that_goes_away_gives_503(api_through_a_gateway: tuple[Service, Gateway]) -> None:
+    svc, gateway = api_through_a_gateway
+    assert httpx.get(f"{svc.url}/models").status_code == 200
+    assert httpx.get(f"{svc.url}/status/nope").status_code == 404
+    gateway.cut()
+    frames = hands.generate_recording("one", 30, np.random.default_rng(0), handedness=1.0).tolist()
+    body = {"model_code": "base_v1", "gesture": "g", "landmarks": frames}
+    for answer in (
+        httpx.get(f"{svc.url}/models", timeout=60),
+        httpx.get(f"{svc.url}/status/nope", timeout=60),
+        httpx.get(f"{svc.url}/models/base_v1/labels", timeout=60),
+        httpx.post(f"{svc.url}/train", json=body, timeout=60),
+    ):
+        assert answer.status_code == 503, answer.text
+        assert answer.json() == {"detail": "the model registry is unavailable; please retry"}
+    log = (svc.logs / "api.log").read_text()  # type: ignore[operator]
+    assert "registry database unavailable" in log and "Traceback" not in log
