@@ -30,7 +30,7 @@ from bench.datasets import Scenario, load_all, scenarios_for
 from ghostouch.engine.duplicates import check_duplicate
 from ghostouch.engine.frames import app_view
 from ghostouch.engine.model import predict_proba
-from ghostouch.engine.trainer import EngineConfig, GestureFrames, train_gesture_model
+from ghostouch.engine.trainer import EngineConfig, GestureFrames, ParentModel, train_gesture_model
 from ghostouch.engine.verify import LiteModel, decisions
 
 Index = npt.NDArray[np.int64]
@@ -167,7 +167,8 @@ def ours(cfg: EngineConfig) -> tuple[Trainer, DupCheck, Callable]:
 
     def train(gestures: list[tuple[str, Frames]], parent: object | None) -> tuple:
         t = time.perf_counter()
-        model = train_gesture_model([GestureFrames(n, f) for n, f in gestures], cfg)
+        from_parent = None if parent is None else ParentModel(LiteModel.load(parent.tflite_uint8), parent.labels)  # type: ignore[attr-defined]
+        model = train_gesture_model([GestureFrames(n, f) for n, f in gestures], cfg, parent=from_parent)
         seconds = time.perf_counter() - t
         if model.metrics["uint8_agreement"] < required:
             FAILED_CHECKS.append(model.metrics["uint8_agreement"])

@@ -32,7 +32,7 @@ from bench.datasets import DATA_DIR, load_ghostouch
 from bench.synthetic_world import NEW, real_base_share, shown
 from ghostouch.bases import BASE_V1_LABELS, MANY_HANDS_CONFIG, read_csv, synthetic_base_data
 from ghostouch.engine import hands
-from ghostouch.engine.trainer import GestureFrames, train_gesture_model
+from ghostouch.engine.trainer import GestureFrames, ParentModel, train_gesture_model
 from ghostouch.engine.verify import LiteModel
 
 HEADING = "## The default lineage on real frames"
@@ -54,6 +54,7 @@ def main() -> None:
     real_one = load_ghostouch().frames["one"]
     base = [GestureFrames(n, f) for n, f in synthetic_base_data().items()]
     parent = LiteModel.load(train_gesture_model(base, config).tflite_uint8)
+    from_parent = ParentModel(parent, [g.name for g in base])  # as the worker trains a child
     base_real = real_base_share(parent, real)
     base_one = float(np.mean(shown(parent, real_one) >= 0))
     children: dict[str, list[float]] = {"real base_v1": [], "real one": [], "re-recorded new": [], "never taught": []}
@@ -64,7 +65,8 @@ def main() -> None:
             rng = np.random.default_rng(1000 * rep + k)
             recording = hands.generate_recording(new, 100, rng, handedness=1.0)
             t0 = time.perf_counter()
-            child = LiteModel.load(train_gesture_model([*base, GestureFrames(new, recording)], config).tflite_uint8)
+            gestures = [*base, GestureFrames(new, recording)]
+            child = LiteModel.load(train_gesture_model(gestures, config, parent=from_parent).tflite_uint8)
             seconds.append(time.perf_counter() - t0)
             per_class.append(real_base_share(child, real))
             children["real base_v1"].append(float(np.mean(per_class[-1])))

@@ -18,6 +18,7 @@ from ghostouch.engine.duplicates import (
 from ghostouch.engine.trainer import (
     EngineConfig,
     GestureFrames,
+    ParentModel,
     TrainedModel,
     build_training_set,
     train_gesture_model,
@@ -43,8 +44,10 @@ def parent() -> TrainedModel:
 
 
 @pytest.fixture(scope="module")
-def child() -> TrainedModel:
-    return train_gesture_model(recordings((*BASE, "one"), 1))
+def child(parent: TrainedModel) -> TrainedModel:
+    """Extends `parent` as the worker does."""
+    from_parent = ParentModel(LiteModel.load(parent.tflite_uint8), list(BASE))
+    return train_gesture_model(recordings((*BASE, "one"), 1), parent=from_parent)
 
 
 def test_metrics_and_contract(child: TrainedModel) -> None:
@@ -183,6 +186,26 @@ def test_flat_keypoints_train_flat_samples() -> None:
     x, y, w = build_training_set(flat_sets, EngineConfig(), np.random.default_rng(0))
     assert not np.any(x[:, 2:63:3])
     assert len(x) == len(y) == len(w) and np.isclose(w.sum(), 3.0 + EngineConfig().negative_weight)
+
+
+def test_a_child_leaves_out_unknown_poses_its_parent_shows_as_a_kept_gesture(parent: TrainedModel) -> None:
+    recorded = recordings(BASE, 1)
+    frames = np.concatenate([g.frames for g in recorded])
+    from_parent = ParentModel(LiteModel.load(parent.tflite_uint8), list(BASE))
+    assert from_parent.shows(frames, [*BASE, "one"]).mean() > 0.9  # its own gestures' frames
+    assert not from_parent.shows(frames, ["one"]).any()  # a gesture the child drops is not kept
+    assert from_parent.shows(hands.random_poses(200, np.random.default_rng(2)), list(BASE)).mean() < 0.2
+    # Two outputs cannot say "no gesture" (one always has half): such a parent vouches for nothing.
+    two = ParentModel(LiteModel.load(train_gesture_model(recorded[:2]).tflite_uint8), list(BASE[:2]))
+    assert not two.shows(frames, list(BASE)).any()
+
+    def unknown_rows(parent_shows: object) -> int:
+        sets = [g.frames for g in recorded]
+        _, y, _ = build_training_set(sets, EngineConfig(), np.random.default_rng(0), parent_shows=parent_shows)  # type: ignore[arg-type]
+        return int(np.sum(np.all(np.isclose(y, 1.0 / len(sets)), axis=1)))
+
+    assert unknown_rows(None) > 500
+    assert unknown_rows(lambda f: np.ones(len(f), bool)) == 0  # every candidate vouched for: none kept
 
 
 def test_trim_strays_drops_stray_frames_only() -> None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ghostouch.config import Settings
 from ghostouch.engine.duplicates import check_duplicate
-from ghostouch.engine.trainer import EngineConfig, GestureFrames, train_gesture_model
+from ghostouch.engine.trainer import EngineConfig, GestureFrames, ParentModel, train_gesture_model
 from ghostouch.engine.verify import LiteModel, ModelCheckFailed
 from ghostouch.jobs import recovery
 from ghostouch.publishing import publish_model
@@ -147,14 +147,12 @@ class StoredFrames(Mapping[str, np.ndarray]):
 
 
 def _duplicate_check(
-    ctx: WorkerContext, parent: repo.ModelInfo, gesture: str, new_frames: np.ndarray, known: Mapping[str, np.ndarray]
+    parent: ParentModel, gesture: str, new_frames: np.ndarray, known: Mapping[str, np.ndarray]
 ) -> dict[str, Any]:
     """Scores of the new frames against the parent's gestures (engine/duplicates.py): the parent
     model as the phone runs it, then the hand shape against the recorded frames of `known`."""
-    lite = LiteModel.load(ctx.store.get_bytes(parent.artifacts["tflite"]["key"]))
-    labels = parent.labels
-    ignore = gesture if gesture in labels else None
-    return check_duplicate(lite, labels, new_frames, known=known, ignore=ignore).as_dict()
+    ignore = gesture if gesture in parent.labels else None
+    return check_duplicate(parent.lite, parent.labels, new_frames, known=known, ignore=ignore).as_dict()
 
 
 def _train(ctx: WorkerContext, job: dict[str, Any], step: Any, engine_config: EngineConfig, clock: StepClock) -> None:
@@ -163,10 +161,15 @@ def _train(ctx: WorkerContext, job: dict[str, Any], step: Any, engine_config: En
     if parent is None:
         raise JobFailed(f"model {job['parent_code']} no longer exists")
     gesture = job["gesture"]
+    # The parent as the phone runs it: the duplicate check asks it, and the child keeps its answers.
+    parent_model = ParentModel(LiteModel.load(ctx.store.get_bytes(parent.artifacts["tflite"]["key"])), parent.labels)
     step("collecting training data")
-    plan = _plan_delete(ctx, parent, gesture) if job["kind"] == "delete" else _plan_train(ctx, job, parent, step)
+    if job["kind"] == "delete":
+        plan: Plan | None = _plan_delete(ctx, parent, gesture)
+    else:
+        plan = _plan_train(ctx, job, parent, parent_model, step)
     if plan is not None:
-        _train_and_publish(ctx, job, parent, plan, engine_config, step, clock)
+        _train_and_publish(ctx, job, parent, parent_model, plan, engine_config, step, clock)
 
 
 @dataclass
@@ -189,7 +192,9 @@ def _plan_delete(ctx: WorkerContext, parent: repo.ModelInfo, gesture: str) -> Pl
     return Plan(infos, training, f"{parent.code} - {gesture}", {"deleted": gesture})
 
 
-def _plan_train(ctx: WorkerContext, job: dict[str, Any], parent: repo.ModelInfo, step: Any) -> Plan | None:
+def _plan_train(
+    ctx: WorkerContext, job: dict[str, Any], parent: repo.ModelInfo, parent_model: ParentModel, step: Any
+) -> Plan | None:
     """Parent gestures plus the new one (or, for POST .../frames, the refined one); None when the
     job ended as DUPLICATE: a name the parent has, or a pose it already knows."""
     gesture = job["gesture"]
@@ -216,7 +221,7 @@ def _plan_train(ctx: WorkerContext, job: dict[str, Any], parent: repo.ModelInfo,
     duplicate: dict[str, Any] | None = None
     if not job["options"].get("allow_duplicate"):
         step("checking for duplicate gestures")
-        duplicate = _duplicate_check(ctx, parent, gesture, new_frames, StoredFrames(ctx, parent.gestures))
+        duplicate = _duplicate_check(parent_model, gesture, new_frames, StoredFrames(ctx, parent.gestures))
         if duplicate["is_duplicate"]:
             _end_duplicate(
                 ctx,
@@ -288,6 +293,7 @@ def _train_and_publish(
     ctx: WorkerContext,
     job: dict[str, Any],
     parent: repo.ModelInfo,
+    parent_model: ParentModel,
     plan: Plan,
     engine_config: EngineConfig,
     step: Any,
@@ -295,7 +301,7 @@ def _train_and_publish(
 ) -> None:
     infos, training, extra = plan.infos, plan.training, plan.extra
     engine_config = lineage_config(engine_config, parent)
-    trained = train_gesture_model(training, engine_config, progress=step)
+    trained = train_gesture_model(training, engine_config, progress=step, parent=parent_model)
     check_app_indices(job, parent, infos, trained.labels)
     step("publishing the model")
     code = repo.new_code()
