@@ -8,6 +8,7 @@ died go back to the queue (`jobs.recovery`).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import IO
 
 from ghostouch.config import Settings
 from ghostouch.embedded_broker import EmbeddedBroker
@@ -43,8 +45,32 @@ class ServeProcesses:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
+        self._data_dir_lock: IO[str] | None = None
+
+    def _lock_data_dir(self) -> None:
+        """One `serve` per data directory on this machine, with the embedded broker or not: the
+        lock goes with the process, however it ends. (The embedded broker's owner file also
+        catches a `serve` in another container sharing the directory.)"""
+        path = self.settings.data_dir / "run" / "serve.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = path.open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            lock.close()
+            raise RuntimeError(
+                f"another ghostouch serve (pid {holder}) runs on {self.settings.data_dir}; "
+                "stop it, or give this one another data directory"
+            ) from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._data_dir_lock = lock
 
     def start(self) -> None:
+        self._lock_data_dir()
         if self.broker is not None:
             self.broker_started_at = time.monotonic()
             self.broker.start()
@@ -126,6 +152,9 @@ class ServeProcesses:
             self._stop_children()
         if self._watcher is not None:
             self._watcher.join(timeout=CHECK_SECONDS + 1)
+        if self._data_dir_lock is not None:
+            self._data_dir_lock.close()  # releases the lock
+            self._data_dir_lock = None
 
     def _stop_children(self) -> None:
         for proc in self.workers:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +15,16 @@ import pytest
 import redis
 
 from ghostouch.engine import hands
-from tests.conftest import Service, free_port, get_ok, poll_like_android, service_env, start_serve, wait_until
+from tests.conftest import (
+    Service,
+    free_port,
+    get_ok,
+    poll_like_android,
+    service_env,
+    spare_redis_url,
+    start_serve,
+    wait_until,
+)
 
 
 def post_recording(url: str, pose: str, seed: int, **extra: object) -> httpx.Response:
@@ -22,7 +33,7 @@ def post_recording(url: str, pose: str, seed: int, **extra: object) -> httpx.Res
     return httpx.post(f"{url}/train", json=body, timeout=30, **extra)  # type: ignore[arg-type]
 
 
-def test_embedded_serve_trains_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+def test_embedded_serve_trains_and_stops_cleanly_on_ctrl_c(tmp_path: Path, redis_url: str) -> None:
     port = free_port()
     env = service_env(tmp_path / "data", None, port)
     proc = start_serve(env, port, tmp_path / "serve.log")
@@ -30,6 +41,11 @@ def test_embedded_serve_trains_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
         url = f"http://127.0.0.1:{port}"
 
         wait_until(lambda: get_ok(f"{url}/readyz"), 180, "embedded serve never became ready")
+        # A second serve on the same data directory is refused, also with a broker of its own.
+        second = {**env, "GHOSTOUCH_PORT": str(free_port()), "GHOSTOUCH_BROKER_URL": spare_redis_url(redis_url)}
+        command = [sys.executable, "-m", "ghostouch.cli", "serve"]
+        refused = subprocess.run(command, env=second, capture_output=True, text=True, timeout=120, check=False)
+        assert refused.returncode == 1 and f"another ghostouch serve (pid {proc.pid}) runs on" in refused.stderr
         children = psutil.Process(proc.pid).children(recursive=True)
         assert any("redis-server" in " ".join(c.cmdline()) for c in children)
         r = post_recording(url, "call", 1)
