@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import csv
 import logging
-import unicodedata
+from array import array
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy.exc import IntegrityError
 
-from ghostouch.config import Settings
-from ghostouch.engine.frames import FRAME_SIZE, FrameError, frame_problem
+from ghostouch.config import MIN_FRAMES, Settings
+from ghostouch.engine.frames import FRAME_SIZE, MIN_HAND_EXTENT, FrameError, frame_problem, hand_extent
 from ghostouch.engine.trainer import EngineConfig, GestureFrames, train_gesture_model
 from ghostouch.jobs.training import context_for
+from ghostouch.names import InvalidName, clean_gesture_name, stored_form
 from ghostouch.publishing import publish_model
 from ghostouch.registry import repo
+from ghostouch.text import quoted
 
 log = logging.getLogger(__name__)
 
@@ -33,31 +36,117 @@ SYNTHETIC_FRAMES_PER_GESTURE = 300
 # imported with `many_hands`, and every model trained from them go without the familiarity gate
 # (jobs/training.py carries the setting down the lineage).
 MANY_HANDS_CONFIG = EngineConfig(gate_3d=False)
+# A base is trained on at most this many frames per gesture, evenly spread over each label's
+# frames in file order; every frame is still stored as the base's samples (children's duplicate
+# checks compare with them). The engine's neighbour steps (stray frames, unknown poses, the gate)
+# grow with the square of the frames they get: 20,000 frames per gesture took 2 minutes and
+# 9.9 GB, 2,000 train in seconds within 1 GB. 2,000 is five times what a child trains on per
+# gesture (`max_frames_per_gesture`, 400) and far more than one pose's variety needs.
+TRAINING_FRAMES_PER_GESTURE = 2000
 
 
 def read_csv(path: Path) -> dict[str, np.ndarray]:
-    """Frames per label from a CSV in the apps' format: header `label,0..63`, one frame a row."""
-    per_label: dict[str, list[list[float]]] = {}
+    """Frames per label from a CSV in the apps' format: header `label,0..63`, one frame a row.
+
+    The rules of a training request (`POST /train`, README "Request limits") apply: labels as
+    gesture names (`names.clean_gesture_name`, stored in their trimmed NFC form), every value as
+    `frames.frame_problem` checks it, and each label needs MIN_FRAMES frames that show a hand;
+    frames that show none (landmarks within MIN_HAND_EXTENT, as when tracking was lost) are left
+    out, as the API leaves them out. Errors name the CSV line and the value (column) at fault."""
+    rows = _read_rows(path)
+    if len(rows) < 2:
+        raise FrameError(f"{path}: a base model needs at least two labels, found {sorted(rows)}")
+    return {name: _hand_frames(path, name, label) for name, label in rows.items()}
+
+
+@dataclass
+class _LabelRows:
+    """One label's frames as read (float32, flat) and the CSV line of each."""
+
+    values: array[float] = field(default_factory=lambda: array("f"))
+    lines: array[int] = field(default_factory=lambda: array("l"))
+
+
+def _read_rows(path: Path) -> dict[str, _LabelRows]:
+    per_label: dict[str, _LabelRows] = {}
+    stored: dict[str, str] = {}  # CSV label -> its stored form, checked once
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or len(header) != FRAME_SIZE + 1 or header[0].strip() != "label":
-            raise FrameError(f"{path}: expected a header 'label,0,...,63' ({FRAME_SIZE + 1} columns)")
-        for line_no, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            try:
-                values = [float(v) for v in row[1:]]
-            except ValueError as exc:
-                raise FrameError(f"{path}, line {line_no}: {exc}") from None
-            problem = frame_problem(line_no, values)
-            if problem:
-                raise FrameError(f"{path}, line {line_no}: {problem.split(': ', 1)[-1]}")
-            # Stored as the API stores gesture names (NFC, trimmed), so routes and checks find them.
-            per_label.setdefault(unicodedata.normalize("NFC", row[0]).strip(), []).append(values)
-    if len(per_label) < 2:
-        raise FrameError(f"{path}: a base model needs at least two labels, found {sorted(per_label)}")
-    return {k: np.asarray(v, dtype=np.float32) for k, v in per_label.items()}
+        try:
+            header = next(reader, None)
+            if header is None or len(header) != FRAME_SIZE + 1 or header[0].strip() != "label":
+                raise FrameError(f"{path}: expected a header 'label,0,...,63' ({FRAME_SIZE + 1} columns)")
+            for row in reader:
+                if not row:
+                    continue
+                line = reader.line_num
+                values = _frame_values(path, line, row[1:])
+                name = stored.get(row[0])
+                if name is None:
+                    try:
+                        name = stored[row[0]] = clean_gesture_name(row[0])
+                    except InvalidName as exc:
+                        raise ValueError(f"{path}, line {line}: label {quoted(row[0])}: {exc}") from None
+                label = per_label.setdefault(name, _LabelRows())
+                label.values.extend(values)
+                label.lines.append(line)
+        except csv.Error as exc:
+            raise FrameError(f"{path}, line {reader.line_num}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise FrameError(f"{path}, after line {reader.line_num}: not UTF-8 text ({exc.reason})") from None
+    return per_label
+
+
+def _frame_values(path: Path, line: int, cells: list[str]) -> list[float]:
+    """The row's 64 values, or FrameError naming the line and value as the API names frame and value."""
+    if len(cells) != FRAME_SIZE:  # the count first: a row of a million cells is not parsed
+        raise FrameError(f"{path}, line {line}: expected 64 numbers (21 landmarks x 3 + handedness), got {len(cells)}")
+    values: list[float] = []
+    for position, cell in enumerate(cells):
+        try:
+            values.append(float(cell))
+        except ValueError:
+            raise FrameError(f"{path}, line {line}, value {position}: not a number ({quoted(cell, 20)})") from None
+    problem = frame_problem(line, values)
+    if problem:  # "frame {line}, value 63 (handedness): ..." -> "line {line}, value 63 ..."
+        raise FrameError(f"{path}, line {line}{problem.removeprefix(f'frame {line}')}")
+    return values
+
+
+def _hand_frames(path: Path, name: str, label: _LabelRows) -> np.ndarray:
+    """The label's frames that show a hand; FrameError when fewer than MIN_FRAMES do."""
+    frames = np.frombuffer(label.values, dtype=np.float32).reshape(-1, FRAME_SIZE).copy()
+    shows = hand_extent(frames) >= MIN_HAND_EXTENT
+    blank = [label.lines[i] for i in np.flatnonzero(~shows)]
+    n_hand = len(frames) - len(blank)
+    where = f"{path}: label {quoted(name)} (first on line {label.lines[0]})"
+    if n_hand < MIN_FRAMES:
+        message = f"{where}: only {n_hand} of {len(frames)} frames show a hand, need {MIN_FRAMES}"
+        if blank:
+            have = "has" if len(blank) == 1 else "have"
+            message += (
+                f"; {_some_lines(blank)} {have} all 21 landmarks within {1000 * MIN_HAND_EXTENT:.0f} mm of each "
+                "other (a hand's world landmarks span about 80-200 mm), as when tracking is lost"
+            )
+        raise FrameError(message)
+    if blank:
+        log.warning("%s: left out %s, which show no hand", where, _some_lines(blank))
+    return frames[shows]
+
+
+def _some_lines(lines: Sequence[int], shown: int = 5) -> str:
+    """`line 7`, `lines 2, 3, 4, 5, 6 and 95 more`."""
+    if len(lines) == 1:
+        return f"line {lines[0]}"
+    more = f" and {len(lines) - shown} more" if len(lines) > shown else ""
+    return "lines " + ", ".join(str(n) for n in lines[:shown]) + more
+
+
+def even_spread(frames: np.ndarray, limit: int) -> np.ndarray:
+    """At most `limit` of `frames`, evenly spaced over them (recording order kept)."""
+    if len(frames) <= limit:
+        return frames
+    return frames[np.linspace(0, len(frames) - 1, limit).round().astype(np.int64)]
 
 
 def order_labels(found: Sequence[str], code: str, explicit: Sequence[str] | None) -> list[str]:
@@ -92,7 +181,8 @@ def create_base(
     existing = repo.get_model(ctx.db_url, code)
     if existing is not None and existing.kind != "base":
         raise ValueError(f"{code} is a trained model, not a base; choose another code")
-    trained = train_gesture_model([GestureFrames(name, data[name]) for name in labels], config)
+    training = [GestureFrames(name, even_spread(data[name], TRAINING_FRAMES_PER_GESTURE)) for name in labels]
+    trained = train_gesture_model(training, config)
     infos = [
         repo.GestureInfo(name, i, [repo.store_sample_set(ctx.db_url, ctx.store, data[name])], len(data[name]))
         for i, name in enumerate(labels)
@@ -155,8 +245,10 @@ def ensure_base(settings: Settings) -> bool:
 def import_base(
     settings: Settings, path: Path, code: str, labels: Sequence[str] | None = None, many_hands: bool = False
 ) -> repo.ModelInfo:
+    """`ghostouch base import`: the CSV's frames checked as a training request's (`read_csv`),
+    trained on at most TRAINING_FRAMES_PER_GESTURE per label, all of them stored as its samples."""
     data = read_csv(path)
-    labels = [unicodedata.normalize("NFC", name).strip() for name in labels] if labels else labels
+    labels = [stored_form(name) for name in labels] if labels else labels
     ordered = order_labels(list(data), code, labels)
     config = MANY_HANDS_CONFIG if many_hands else EngineConfig()
     return create_base(settings, code, data, ordered, f"imported from {path.name}", config)

@@ -187,22 +187,35 @@ def cmd_base_ensure(args: argparse.Namespace) -> int:
 
 
 def cmd_base_import(args: argparse.Namespace) -> int:
-    from ghostouch.bases import import_base
-    from ghostouch.engine.frames import FrameError
-    from ghostouch.registry.db import migrate
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ghostouch.bases import TRAINING_FRAMES_PER_GESTURE, import_base
+    from ghostouch.engine.verify import ModelCheckFailed
+    from ghostouch.storage import StorageError
 
     settings = _apply_overrides(args)
-    migrate(settings.resolved_database_url)
+    _check_services(settings)
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     try:
         model = import_base(settings, Path(args.file), args.code, labels, args.many_hands)
-    except (FrameError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    counts = ", ".join(f"{g.name}={g.output_index} ({g.n_frames} frames)" for g in model.gestures)
-    agreement = model.metrics.get("uint8_agreement")
-    print(f"imported {model.code}: {counts}; uint8/float agreement {agreement:.1%}")
-    return 0
+    except ModelCheckFailed as exc:
+        problem = (
+            f"the model could not be trained to the service's checks ({exc}); the labels may hold the same "
+            "pose: check that each label's frames show a pose of its own"
+        )
+    except (ValueError, OSError, StorageError) as exc:  # FrameError and InvalidName are ValueErrors
+        problem = str(exc) or type(exc).__name__
+    except SQLAlchemyError as exc:
+        problem = f"the registry database failed: {(str(exc).strip() or type(exc).__name__).splitlines()[0]}"
+    else:
+        counts = ", ".join(f"{g.name}={g.output_index} ({g.n_frames} frames)" for g in model.gestures)
+        agreement = model.metrics.get("uint8_agreement")
+        capped = any(g.n_frames > TRAINING_FRAMES_PER_GESTURE for g in model.gestures)
+        spread = f"; trained on an even spread of at most {TRAINING_FRAMES_PER_GESTURE} per label" if capped else ""
+        print(f"imported {model.code}: {counts}{spread}; uint8/float agreement {agreement:.1%}")
+        return 0
+    print("error: " + " ".join(problem.split()), file=sys.stderr)  # one line, whatever the message held
+    return 2
 
 
 def cmd_storage_sweep(args: argparse.Namespace) -> int:

@@ -27,10 +27,15 @@ def test_synthetic_base_classifies_real_recordings(shared_data: Path) -> None:
 
 
 def test_csv_import_validation(tmp_path: Path) -> None:
+    """The CSV format and label order; the rules a CSV's frames and labels meet: test_base_import.py."""
+    from ghostouch.engine.hands import generate_recording
+
     header = "label," + ",".join(str(i) for i in range(64))
-    row = lambda label, v=0.01: label + "," + ",".join([str(v)] * 63 + ["1"])  # noqa: E731
+    rng = np.random.default_rng(0)
+    frames = {name: generate_recording(name, 20, rng, handedness=1.0) for name in BASE_V1_LABELS}
+    rows = [name + "," + ",".join(repr(float(v)) for v in frame) for name in BASE_V1_LABELS for frame in frames[name]]
     good = tmp_path / "good.csv"
-    good.write_text("\n".join([header, row("paper"), row("rock"), row("scissors")]) + "\n")
+    good.write_text("\n".join([header, *rows]) + "\n")
     assert set(read_csv(good)) == {"paper", "rock", "scissors"}
     assert order_labels(["scissors", "rock", "paper"], "base_v1", None) == ["paper", "rock", "scissors"]
     assert order_labels(["b", "a"], "mine", None) == ["a", "b"]
@@ -39,10 +44,10 @@ def test_csv_import_validation(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="repeated: ok"):
         order_labels(["ok", "call"], "mine", ["ok", "call", "ok"])
     bad = tmp_path / "bad.csv"
-    bad.write_text("\n".join([header, row("paper"), row("rock", 0.9)]) + "\n")
-    with pytest.raises(FrameError, match="line 3"):
+    bad.write_text("\n".join([header, rows[0], "rock," + ",".join(["0.9"] * 63 + ["1"])]) + "\n")
+    with pytest.raises(FrameError, match=r"line 3, value 0: 0\.9 m is outside"):
         read_csv(bad)
-    (tmp_path / "noheader.csv").write_text(row("paper") + "\n")
+    (tmp_path / "noheader.csv").write_text(rows[0] + "\n")
     with pytest.raises(FrameError, match="header"):
         read_csv(tmp_path / "noheader.csv")
 

@@ -25,10 +25,10 @@ from ghostouch.api.training import (
     parse_body,
     queue_job,
     read_json_body,
-    stored_form,
 )
 from ghostouch.config import MAX_FRAMES, MIN_FRAMES
 from ghostouch.engine.frames import FrameError, check_frames
+from ghostouch.names import stored_form
 from ghostouch.publishing import publish_model
 from ghostouch.registry import repo
 from ghostouch.text import quoted

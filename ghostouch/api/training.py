@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import unicodedata
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
@@ -14,9 +13,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictBool, ValidationError
 from starlette.requests import ClientDisconnect
 
+from ghostouch import names
 from ghostouch.api.errors import bad_request, describe_errors, error_responses, not_found
 from ghostouch.api.state import ApiState, current_owner, get_state
-from ghostouch.config import MAX_FRAMES, MAX_GESTURE_CHARS, MIN_FRAMES
+from ghostouch.config import MAX_FRAMES, MIN_FRAMES
 from ghostouch.engine.frames import FrameError, check_frames
 from ghostouch.jobs.celery_app import enqueue_training
 from ghostouch.publishing import artifact_urls
@@ -71,67 +71,13 @@ class StatusResponse(BaseModel):
     error_detail: dict[str, Any] | None = None
 
 
-def stored_form(raw: str) -> str:
-    """A gesture name as stored and looked up: NFC, trimmed, without direction marks."""
-    return unicodedata.normalize("NFC", raw).translate(DIRECTION_MARKS).strip()
-
-
 def clean_gesture_name(raw: str) -> str:
-    """The name as stored: NFC, trimmed, direction marks (which right-to-left keyboards add, and
-    which show nothing) removed; 422 for anything that would make an unusable or look-alike name."""
-    name = stored_form(raw)
-    if not name:
-        raise bad_request("gesture: the name is empty")
-    if len(name) > MAX_GESTURE_CHARS:
-        raise bad_request(f"gesture: {len(name)} characters, at most {MAX_GESTURE_CHARS} allowed")
-    if all(unicodedata.category(ch) in INVISIBLE or ch in BLANK_LETTERS for ch in name):
-        raise bad_request("gesture: the name has no visible character")
-    for i, ch in enumerate(name):
-        category = unicodedata.category(ch)
-        if ch in BLANK_LETTERS:
-            raise bad_request(
-                f"gesture: U+{ord(ch):04X} shows as blank space and is not allowed in a name "
-                "(it would make a name that looks like another one)"
-            )
-        if category in ("Cc", "Zl", "Zp"):
-            raise bad_request(f"gesture: control character U+{ord(ch):04X} is not allowed in a name")
-        if category == "Cs":
-            raise bad_request(f"gesture: U+{ord(ch):04X} is half of a surrogate pair, not a character; send UTF-8 text")
-        if category == "Cf" and not _allowed_format(name, i):
-            raise bad_request(
-                f"gesture: invisible format character U+{ord(ch):04X} is not allowed in a name "
-                "(it would make a name that looks like another one)"
-            )
-    if name[0] in ZERO_WIDTH_JOINERS or name[-1] in ZERO_WIDTH_JOINERS:
-        raise bad_request("gesture: a name cannot start or end with an invisible joiner")
-    if name in (".", ".."):
-        raise bad_request(f"gesture: {name!r} cannot be used in the model's URLs; choose another name")
-    return name
-
-
-def _allowed_format(name: str, i: int) -> bool:
-    """The invisible characters a name may hold: zero-width (non-)joiners, which some scripts and
-    emoji sequences need, and the tag characters that follow a black flag (subdivision flags)."""
-    if name[i] in ZERO_WIDTH_JOINERS:
-        return True
-    in_flag = i > 0 and (name[i - 1] == BLACK_FLAG or _is_tag(name[i - 1]))
-    return _is_tag(name[i]) and in_flag
-
-
-def _is_tag(ch: str) -> bool:
-    return 0xE0020 <= ord(ch) <= 0xE007F
-
-
-ZERO_WIDTH_JOINERS = "\u200c\u200d"
-BLACK_FLAG = "\U0001f3f4"
-DIRECTION_MARKS = dict.fromkeys(map(ord, "\u200e\u200f\u061c"))
-
-
-# Spaces and format characters (zero-width space, direction marks): a name of nothing else shows
-# as blank in the apps.
-INVISIBLE = frozenset({"Zs", "Cf", "Mn", "Me"})
-# Letters and symbols that render as nothing: the Hangul fillers and the blank Braille pattern.
-BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+    """The name as stored (`names.stored_form`); 422 for anything that would make an unusable or
+    look-alike name (the rules: `names.clean_gesture_name`)."""
+    try:
+        return names.clean_gesture_name(raw)
+    except names.InvalidName as exc:
+        raise bad_request(f"gesture: {exc}") from None
 
 
 async def read_json_body(request: Request) -> Any:
@@ -283,7 +229,7 @@ def accepted(request: Request, task_id: str, status: str) -> JSONResponse:
     "/status/{task_id}",
     name="status",
     response_model=StatusResponse,
-    responses=error_responses(404),
+    responses=error_responses(404, 503),
 )
 def status(
     task_id: str,
