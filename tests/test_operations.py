@@ -87,9 +87,11 @@ def test_a_registry_database_that_goes_away_gives_503(api_through_a_gateway: tup
     svc, gateway = api_through_a_gateway
     assert httpx.get(f"{svc.url}/models").status_code == 200
     assert httpx.get(f"{svc.url}/status/nope").status_code == 404
-    gateway.cut()
     frames = hands.generate_recording("one", 30, np.random.default_rng(0), handedness=1.0).tolist()
     body = {"model_code": "base_v1", "gesture": "g", "landmarks": frames}
+    early = httpx.post(f"{svc.url}/train", json=body, timeout=60)  # no worker has provisioned base_v1 yet
+    assert early.status_code == 503 and "base_v1 is not provisioned yet" in early.json()["detail"]
+    gateway.cut()
     for answer in (
         httpx.get(f"{svc.url}/models", timeout=60),
         httpx.get(f"{svc.url}/status/nope", timeout=60),

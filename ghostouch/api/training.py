@@ -133,6 +133,8 @@ async def train(
     except FrameError as exc:
         raise bad_request(str(exc)) from None
     parent = await run_in_threadpool(repo.get_model, state.db_url, req.model_code)
+    if parent is None and req.model_code == "base_v1":  # a new deployment whose workers have not started
+        raise HTTPException(503, "base_v1 is not provisioned yet: the first worker to start trains it; please retry")
     if parent is None or not parent.usable_by(owner):
         raise not_found(f"model_code {quoted(req.model_code)} does not name a model; a fresh install uses 'base_v1'")
     job = await run_in_threadpool(
@@ -181,7 +183,7 @@ def _enqueue(state: ApiState, task_id: str) -> None:
     try:
         enqueue_training(state.celery, task_id)
     except Exception as exc:
-        log.exception("could not queue job %s", task_id)
+        log.warning("could not queue job %s: %s: %s", task_id, type(exc).__name__, exc)  # /readyz tells more
         job_records.set_job(
             state.db_url,
             task_id,
