@@ -36,6 +36,18 @@ def test_health_ready_and_docs(service: Service) -> None:
     schema = train["requestBody"]["content"]["application/json"]["schema"]["properties"]
     assert schema["landmarks"]["minItems"] == MIN_FRAMES and schema["gesture"]["minLength"] == 1
     assert "404" in spec["paths"]["/models/{code}"]["get"]["responses"]
+    assert schema["gesture"]["maxLength"] == 64
+    # Every error, 422 included, is documented as it is sent: {"detail": "..."}.
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            for code, response in operation["responses"].items():
+                if code.startswith(("4", "5")) and path != "/readyz":  # that 503 is a readiness report
+                    assert response["content"]["application/json"]["schema"] == error_ref, (path, method, code)
+    gestures = "/models/{code}/gestures/{name}"
+    for path, method in ((gestures, "delete"), (f"{gestures}/frames", "post")):
+        accepted = spec["paths"][path][method]["responses"]["202"]["content"]["application/json"]["schema"]
+        assert accepted == {"$ref": "#/components/schemas/TrainAccepted"}
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from ghostouch.api import files, gestures, health, models, training
-from ghostouch.api.errors import DATABASE_UNAVAILABLE, database_error, storage_error, validation_error
+from ghostouch.api.errors import (
+    DATABASE_UNAVAILABLE,
+    database_error,
+    plain_validation_errors,
+    storage_error,
+    validation_error,
+)
 from ghostouch.api.limits import BodySizeLimit, HeadAsGet
 from ghostouch.api.state import ApiState
 from ghostouch.config import MAX_BODY_BYTES, Settings, get_settings
@@ -47,4 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(database_failure, database_error)
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(HeadAsGet)
+    fastapi_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = plain_validation_errors(fastapi_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -81,3 +81,19 @@ async def database_error(request: Request, exc: Exception) -> JSONResponse:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     log.warning("%s %s: registry database unavailable: %s", request.method, request.url.path, reason)
     return JSONResponse({"detail": "the model registry is unavailable; please retry"}, status_code=503)
+
+
+def plain_validation_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI schema with every 422 described as it is sent, `{"detail": "..."}` (FastAPI
+    documents its own list-of-errors body, which `validation_error` replaces)."""
+    error_body = {"$ref": "#/components/schemas/ErrorBody"}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            response = operation.get("responses", {}).get("422")
+            if response is not None:
+                response["content"] = {"application/json": {"schema": error_body}}
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("ErrorBody", ErrorBody.model_json_schema())
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    return schema

@@ -19,6 +19,7 @@ from ghostouch.api.models import describe, visible_model
 from ghostouch.api.state import ApiState, current_owner, get_state
 from ghostouch.api.training import (
     FRAMES_SCHEMA,
+    TrainAccepted,
     accepted,
     clean_gesture_name,
     json_body_schema,
@@ -26,7 +27,7 @@ from ghostouch.api.training import (
     queue_job,
     read_json_body,
 )
-from ghostouch.config import MAX_FRAMES, MIN_FRAMES
+from ghostouch.config import MAX_FRAMES, MAX_GESTURE_CHARS, MIN_FRAMES
 from ghostouch.engine.frames import FrameError, check_frames
 from ghostouch.names import stored_form
 from ghostouch.publishing import publish_model
@@ -37,7 +38,10 @@ router = APIRouter(prefix="/models/{code}/gestures", tags=["gesture management"]
 
 
 class RenameRequest(BaseModel):
-    new_name: str = Field(description="The gesture's new name (1-64 characters)", json_schema_extra={"minLength": 1})
+    new_name: str = Field(
+        description="The gesture's new name (1-64 characters)",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_GESTURE_CHARS},
+    )
 
 
 class FramesRequest(BaseModel):
@@ -109,6 +113,7 @@ async def rename_gesture(
 @router.post(
     "/{name:path}/frames",
     status_code=202,
+    response_model=TrainAccepted,
     responses=error_responses(404, 413, 422, 503),
     openapi_extra=json_body_schema(FramesRequest),
 )
@@ -134,7 +139,7 @@ async def add_frames(
     return accepted(request, job["task_id"], job["status"])
 
 
-@router.delete("/{name:path}", status_code=202, responses=error_responses(404, 409, 503))
+@router.delete("/{name:path}", status_code=202, response_model=TrainAccepted, responses=error_responses(404, 409, 503))
 async def delete_gesture(
     request: Request,
     code: str,

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from ghostouch.api.state import ApiState, get_state
@@ -50,7 +51,16 @@ def _checks(state: ApiState) -> dict[str, Any]:
     return checks
 
 
-@router.get("/readyz", responses={503: {"description": "not ready: `checks` says what is missing"}})
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, Any]
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "not ready: `checks` says what is missing"}},
+)
 async def readyz(state: Annotated[ApiState, Depends(get_state)]) -> JSONResponse:
     """Ready when the database and broker answer, storage is writable and a worker is warm (has
     imported TensorFlow and traced training: a job then starts at once)."""

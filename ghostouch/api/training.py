@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect
 from ghostouch import names
 from ghostouch.api.errors import bad_request, describe_errors, error_responses, not_found
 from ghostouch.api.state import ApiState, current_owner, get_state
-from ghostouch.config import MAX_FRAMES, MIN_FRAMES
+from ghostouch.config import MAX_FRAMES, MAX_GESTURE_CHARS, MIN_FRAMES
 from ghostouch.engine.frames import FrameError, check_frames
 from ghostouch.jobs.celery_app import enqueue_training
 from ghostouch.publishing import artifact_urls
@@ -40,7 +40,7 @@ class TrainRequest(BaseModel):
     model_code: str = Field(description="Code of the model the app runs now (a fresh install: base_v1)")
     gesture: str = Field(
         description="The user's name for the gesture, 1-64 characters, any script",
-        json_schema_extra={"minLength": 1},
+        json_schema_extra={"minLength": 1, "maxLength": MAX_GESTURE_CHARS},
     )
     landmarks: list[Any] = Field(
         description=f"{MIN_FRAMES}-{MAX_FRAMES} frames of 64 numbers: 21 world landmarks (x, y, z in "
@@ -52,9 +52,12 @@ class TrainRequest(BaseModel):
     )
 
 
+JobStatus = Literal["PENDING", "PROGRESS", "SUCCESS", "FAILURE", "DUPLICATE"]
+
+
 class TrainAccepted(BaseModel):
     task_id: str
-    status: str
+    status: JobStatus
     status_url: str
 
 
@@ -64,7 +67,7 @@ class Progress(BaseModel):
 
 class StatusResponse(BaseModel):
     task_id: str
-    status: str = Field(description="PENDING, PROGRESS, SUCCESS, FAILURE or DUPLICATE")
+    status: JobStatus
     progress: Progress
     result: dict[str, Any] | None = None
     error_info: str | None = None
