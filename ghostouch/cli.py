@@ -38,6 +38,7 @@ def _apply_overrides(args: argparse.Namespace) -> Settings:
 def _check_services(settings: Settings, storage: bool = True) -> None:
     """The registry database answers (its schema brought up to date) and the store can be built:
     a setting that cannot work stops the command with one line, not a traceback at the first job."""
+    from alembic.util.exc import CommandError
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -47,7 +48,7 @@ def _check_services(settings: Settings, storage: bool = True) -> None:
     url = settings.resolved_database_url
     try:
         migrate(url)
-    except (SQLAlchemyError, ImportError) as exc:
+    except (SQLAlchemyError, ImportError, CommandError, OSError) as exc:  # CommandError: unknown revision
         try:
             shown = make_url(url).render_as_string(hide_password=True)
         except SQLAlchemyError:
@@ -74,7 +75,6 @@ def _ensure_base_in_subprocess(settings: Settings) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _apply_overrides(args)
-    _check_services(settings)
     # SIGTERM (systemd, docker stop) and SIGHUP (a closed terminal) end `serve` as Ctrl-C does,
     # through the `finally` below that stops the workers and the broker. (uvicorn handles them
     # while it serves, then raises them again once it has stopped: they arrive here.)
@@ -83,6 +83,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     processes = ServeProcesses(settings, args.workers or settings.workers, lambda: _ensure_base_in_subprocess(settings))
     try:
         try:
+            processes.lock_data_dir()  # before anything touches the registry (a migration, say)
+            _check_services(settings)
             processes.start()
         except RuntimeError as exc:  # e.g. another serve runs on this data directory
             print(f"ghostouch serve: {exc}", file=sys.stderr)
@@ -246,8 +248,8 @@ def cmd_storage_sweep(args: argparse.Namespace) -> int:
 
 def _seconds(text: str) -> float:
     value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    if not 0 <= value < 1e6:
+        raise argparse.ArgumentTypeError(f"must be 0 to 999999 seconds, got {text}")
     return value
 
 

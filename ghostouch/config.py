@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import socket
 from functools import lru_cache
@@ -38,8 +39,13 @@ def describe_settings_error(exc: ValidationError) -> str:
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
         variable = field.upper() if field.upper().startswith("FIREBASE_") else f"GHOSTOUCH_{field.upper()}"
-        lines.append(f"{variable}={error.get('input')!r}: {error['msg']}")
+        lines.append(f"{variable}={without_password(error.get('input'))!r}: {without_password(error['msg'])}")
     return "; ".join(lines)
+
+
+def without_password(value: object) -> object:
+    """A URL's password masked (`redis://user:***@host`): error messages end up in logs."""
+    return re.sub(r"(://[^:/@\s]*:)[^@/\s]*@", r"\1***@", value) if isinstance(value, str) else value
 
 
 class Settings(BaseSettings):
@@ -87,7 +93,7 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
         if value and value.split("://", 1)[0] not in BROKER_SCHEMES:
-            raise ValueError(f"must be a Redis URL (redis://host:port/db, rediss://, redis+socket://), got {value!r}")
+            raise ValueError("must be a Redis URL (redis://host:port/db, rediss://, redis+socket://)")
         return value
 
     @property

@@ -123,7 +123,7 @@ class LeftoverSweep:
         unreferenced = stored - in_use
         doomed = sorted(unreferenced & self._suspects)
         if doomed and not self.force:
-            self._refuse_a_foreign_registry(len(doomed), len(stored), bool(in_use))
+            self._refuse_a_foreign_registry(len(doomed), len(stored), bool(in_use & stored))
         for key in doomed:
             store.delete(key)
         if doomed:
@@ -132,12 +132,12 @@ class LeftoverSweep:
         return doomed
 
     @staticmethod
-    def _refuse_a_foreign_registry(n_doomed: int, n_stored: int, any_in_use: bool) -> None:
+    def _refuse_a_foreign_registry(n_doomed: int, n_stored: int, any_stored_in_use: bool) -> None:
         """A registry that refers to none of the store's files, or to few of many, is most likely
         not this store's (an unset GHOSTOUCH_DATABASE_URL gives a new, empty one)."""
-        if not any_in_use:
+        if not any_stored_in_use:
             raise SweepRefused(
-                "the registry refers to no model file at all; check that GHOSTOUCH_DATABASE_URL and "
+                "the registry refers to none of the store's model files; check that GHOSTOUCH_DATABASE_URL and "
                 "GHOSTOUCH_DATA_DIR name this store's registry (or use --force)"
             )
         if n_doomed > SWEEP_REFUSE_OVER and n_doomed > n_stored / 2:

@@ -47,10 +47,11 @@ class ServeProcesses:
         self._watcher: threading.Thread | None = None
         self._data_dir_lock: IO[str] | None = None
 
-    def _lock_data_dir(self) -> None:
+    def lock_data_dir(self) -> None:
         """One `serve` per data directory on this machine, with the embedded broker or not: the
-        lock goes with the process, however it ends. (The embedded broker's owner file also
-        catches a `serve` in another container sharing the directory.)"""
+        lock goes with the process (a `serve` killed outright leaves its workers to finish their
+        job and stop by themselves). The embedded broker's owner file also catches a `serve` in
+        another container sharing the directory."""
         path = self.settings.data_dir / "run" / "serve.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = path.open("a+")
@@ -70,7 +71,8 @@ class ServeProcesses:
         self._data_dir_lock = lock
 
     def start(self) -> None:
-        self._lock_data_dir()
+        if self._data_dir_lock is None:
+            self.lock_data_dir()
         if self.broker is not None:
             self.broker_started_at = time.monotonic()
             self.broker.start()

@@ -20,6 +20,7 @@ from ghostouch.engine.trainer import (
     GestureFrames,
     ParentModel,
     TrainedModel,
+    _unknown_poses,
     build_training_set,
     train_gesture_model,
     trim_strays,
@@ -198,14 +199,24 @@ def test_a_child_leaves_out_unknown_poses_its_parent_shows_as_a_kept_gesture(par
     # Two outputs cannot say "no gesture" (one always has half): such a parent vouches for nothing.
     two = ParentModel(LiteModel.load(train_gesture_model(recorded[:2]).tflite_uint8), list(BASE[:2]))
     assert not two.shows(frames, list(BASE)).any()
+    # A gesture being refined is not vouched for; nor is anything by a file whose outputs do not
+    # match its labels.
+    refining = ParentModel(from_parent.lite, list(BASE), not_kept=frozenset({"rock"}))
+    rock = recorded[1].frames
+    assert from_parent.shows(rock, list(BASE)).mean() > 0.9 and not refining.shows(rock, list(BASE)).any()
+    assert not ParentModel(from_parent.lite, [*BASE, "one"]).shows(frames, [*BASE, "one"]).any()
 
-    def unknown_rows(parent_shows: object) -> int:
-        sets = [g.frames for g in recorded]
-        _, y, _ = build_training_set(sets, EngineConfig(), np.random.default_rng(0), parent_shows=parent_shows)  # type: ignore[arg-type]
-        return int(np.sum(np.all(np.isclose(y, 1.0 / len(sets)), axis=1)))
+    sets = [g.frames for g in recorded]
 
-    assert unknown_rows(None) > 500
-    assert unknown_rows(lambda f: np.ones(len(f), bool)) == 0  # every candidate vouched for: none kept
+    def marked(f: np.ndarray) -> np.ndarray:  # about a quarter of any set of frames
+        return np.asarray((np.abs(f[:, 3] * 1e6).astype(np.int64) % 4) == 0)
+
+    unfiltered = _unknown_poses(sets, 900, EngineConfig(), np.random.default_rng(0), None)
+    filtered = _unknown_poses(sets, 900, EngineConfig(), np.random.default_rng(0), marked)
+    assert 0.1 < marked(unfiltered).mean() < 0.4 and len(filtered) > 450 and not marked(filtered).any()
+    # A parent that vouches for (nearly) everything would leave no "no gesture" samples: ignored.
+    everything = _unknown_poses(sets, 900, EngineConfig(), np.random.default_rng(0), lambda f: np.ones(len(f), bool))
+    assert len(everything) == len(unfiltered)
 
 
 def test_trim_strays_drops_stray_frames_only() -> None:

@@ -143,8 +143,14 @@ def test_the_sweep_refuses_a_registry_that_looks_like_another_stores(db_url: str
     store.put_bytes("models/mdead/00000001/mdead.tflite", b"left over")
     sweep = LeftoverSweep()
     sweep.run(db_url, store)
-    with pytest.raises(SweepRefused, match="refers to no model file"):  # an empty registry
+    with pytest.raises(SweepRefused, match="refers to none of the store's model files"):  # an empty registry
         sweep.run(db_url, store)
+    # A registry with models of its own elsewhere (say, staging's) is as foreign to this store.
+    elsewhere = FlakyStore(tmp_path / "elsewhere", "never", failures=0)
+    _publish(db_url, elsewhere, "mstaging")
+    with pytest.raises(SweepRefused, match="refers to none of the store's model files"):
+        sweep.run(db_url, store)
+    assert store.list_keys("models/") == ["models/mdead/00000001/mdead.tflite"]
     _publish(db_url, store, "mkept")  # 4 files
     for i in range(SWEEP_REFUSE_OVER):
         store.put_bytes(f"models/m{i}/00000001/m{i}.tflite", b"left over")

@@ -51,13 +51,15 @@ class FramesRequest(BaseModel):
 
 
 def _gesture(model: repo.ModelInfo, name: str) -> repo.GestureInfo:
-    """The gesture a URL names (percent-encoded, so "/" may be part of a name), in the form names
-    are stored in (`stored_form`)."""
-    name = stored_form(name)
-    for g in model.gestures:
-        if g.name == name:
-            return g
-    raise not_found(f"model {model.code} has no gesture {quoted(name)}; it has {', '.join(model.labels)}")
+    """The gesture a URL names (percent-encoded, so "/" may be part of a name): exactly, else in
+    the form names are stored in (`stored_form`), which bases imported before that form existed
+    may not be in."""
+    wanted = stored_form(name)
+    for match in (lambda g: g.name == name, lambda g: stored_form(g.name) == wanted):
+        for g in model.gestures:
+            if match(g):
+                return g
+    raise not_found(f"model {model.code} has no gesture {quoted(wanted)}; it has {', '.join(model.labels)}")
 
 
 def _rename(state: ApiState, model: repo.ModelInfo, owner: str, old: str, new: str) -> repo.ModelInfo:

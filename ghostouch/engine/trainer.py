@@ -95,14 +95,19 @@ class ParentModel:
 
     lite: LiteModel
     labels: list[str]
+    # Gestures whose answers the child need not keep: one being refined with new frames may be
+    # narrowed by them.
+    not_kept: frozenset[str] = frozenset()
 
     def shows(self, frames: Frames, labels: list[str]) -> npt.NDArray[np.bool_]:
         """Which frames the parent shows as one of `labels` (top probability >= 0.5). A model of
-        two gestures cannot say "no gesture" (one of two always has half), so it shows none."""
-        if len(self.labels) < 3 or len(frames) == 0:
+        two gestures cannot say "no gesture" (one of two always has half), so it shows none;
+        nor does a file whose outputs do not match its labels."""
+        k = len(self.labels)
+        if k < 3 or len(frames) == 0 or self.lite.n_outputs != k:
             return np.zeros(len(frames), bool)
-        proba = self.lite.predict_proba(frames)
-        shared = np.array([name in labels for name in self.labels])
+        proba = self.lite.predict_proba(frames)[:, :k]
+        shared = np.array([name in labels and name not in self.not_kept for name in self.labels])
         return (proba.max(axis=1) >= 0.5) & shared[proba.argmax(axis=1)]
 
 
@@ -164,7 +169,11 @@ def _unknown_poses(
     threshold = max(cfg.negative_min_distance * spacing, cfg.negative_min_shape)
     kept = negatives.far_from(pool, frames, threshold, shapes)
     if parent_shows is not None and len(kept):
-        kept = kept[~parent_shows(flatten_depth(kept) if is_flat(frames) else kept)]
+        left = kept[~parent_shows(flatten_depth(kept) if is_flat(frames) else kept)]
+        # A parent that shows most candidates as a gesture would leave the child few "no
+        # gesture" samples, each weighing much: then its answers are not kept.
+        if len(left) >= min(n, len(kept)) // 2:
+            kept = left
     return kept[rng.permutation(len(kept))[:n]]
 
 

@@ -162,7 +162,9 @@ def _train(ctx: WorkerContext, job: dict[str, Any], step: Any, engine_config: En
         raise JobFailed(f"model {job['parent_code']} no longer exists")
     gesture = job["gesture"]
     # The parent as the phone runs it: the duplicate check asks it, and the child keeps its answers.
-    parent_model = ParentModel(LiteModel.load(ctx.store.get_bytes(parent.artifacts["tflite"]["key"])), parent.labels)
+    lite = LiteModel.load(ctx.store.get_bytes(parent.artifacts["tflite"]["key"]))
+    refined = frozenset({gesture}) if gesture in parent.labels else frozenset()  # new frames may narrow it
+    parent_model = ParentModel(lite, parent.labels, not_kept=refined)
     step("collecting training data")
     if job["kind"] == "delete":
         plan: Plan | None = _plan_delete(ctx, parent, gesture)
