@@ -19,7 +19,7 @@ from ghostouch.supervisor import ServeProcesses, python_cli
 log = logging.getLogger("ghostouch")
 
 
-def _apply_overrides(args: argparse.Namespace) -> Settings:
+def _apply_overrides(args: argparse.Namespace, create_data_dir: bool = True) -> Settings:
     """Command-line options win over the environment; exported so child processes agree."""
     for option, env in (("host", "GHOSTOUCH_HOST"), ("port", "GHOSTOUCH_PORT"), ("data_dir", "GHOSTOUCH_DATA_DIR")):
         value = getattr(args, option, None)
@@ -27,6 +27,8 @@ def _apply_overrides(args: argparse.Namespace) -> Settings:
             os.environ[env] = str(Path(value).resolve()) if option == "data_dir" else str(value)
     get_settings.cache_clear()
     settings = get_settings()
+    if not create_data_dir and not settings.data_dir.is_dir():
+        raise ConfigError(f"GHOSTOUCH_DATA_DIR={str(settings.data_dir)!r}: no such directory")
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -35,11 +37,21 @@ def _apply_overrides(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _shown_url(url: str) -> str:
+    """A database URL with its password hidden."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except SQLAlchemyError:
+        return url
+
+
 def _check_services(settings: Settings, storage: bool = True) -> None:
     """The registry database answers (its schema brought up to date) and the store can be built:
     a setting that cannot work stops the command with one line, not a traceback at the first job."""
     from alembic.util.exc import CommandError
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
     from ghostouch.registry.db import migrate
@@ -49,12 +61,9 @@ def _check_services(settings: Settings, storage: bool = True) -> None:
     try:
         migrate(url)
     except (SQLAlchemyError, ImportError, CommandError, OSError) as exc:  # CommandError: unknown revision
-        try:
-            shown = make_url(url).render_as_string(hide_password=True)
-        except SQLAlchemyError:
-            shown = url
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"GHOSTOUCH_DATABASE_URL: cannot use the registry database {shown} ({reason})") from None
+        problem = f"cannot use the registry database {_shown_url(url)} ({reason})"
+        raise ConfigError(f"GHOSTOUCH_DATABASE_URL: {problem}") from None
     if storage:
         try:
             build_store(settings.storage_settings()).close()
@@ -223,13 +232,20 @@ def cmd_base_import(args: argparse.Namespace) -> int:
 def cmd_storage_sweep(args: argparse.Namespace) -> int:
     """Two listings `--wait` seconds apart; files unreferenced in both are deleted (a publish under
     way takes seconds, so its files are referenced by the second listing)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from ghostouch.publishing import LeftoverSweep, SweepRefused
+    from ghostouch.registry.db import has_registry
     from ghostouch.storage import build_store
 
-    settings = _apply_overrides(args)
-    registry_file = settings.data_dir / "registry.sqlite3"
-    if not settings.database_url and not registry_file.exists():  # never sweep against a new, empty one
-        raise ConfigError(f"no registry at {registry_file}: set GHOSTOUCH_DATABASE_URL or GHOSTOUCH_DATA_DIR")
+    settings = _apply_overrides(args, create_data_dir=False)
+    try:
+        found = has_registry(settings.resolved_database_url)
+    except SQLAlchemyError as exc:
+        raise ConfigError(f"GHOSTOUCH_DATABASE_URL: cannot use the registry database ({type(exc).__name__})") from None
+    if not found:  # never sweep against a new, empty registry (nor create one)
+        where = _shown_url(settings.resolved_database_url)
+        raise ConfigError(f"no registry in {where}: set GHOSTOUCH_DATABASE_URL or GHOSTOUCH_DATA_DIR")
     _check_services(settings)
     store = build_store(settings.storage_settings())
     sweep = LeftoverSweep(force=args.force)

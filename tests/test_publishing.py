@@ -8,8 +8,9 @@ import pytest
 
 from ghostouch.publishing import SWEEP_REFUSE_OVER, LeftoverSweep, SweepRefused, publish_model
 from ghostouch.registry import repo
-from ghostouch.registry.db import migrate
+from ghostouch.registry.db import has_registry, migrate
 from ghostouch.storage import LocalObjectStore, RetryPolicy, StorageError, TransientError
+from tests.test_registry import _postgres_url
 
 
 class FlakyStore(LocalObjectStore):
@@ -126,8 +127,24 @@ def test_storage_sweep_command_deletes_only_leftovers(tmp_path: Path) -> None:
     # A data directory without its registry (say GHOSTOUCH_DATABASE_URL forgotten): every file
     # would look unreferenced, so nothing is deleted and no empty registry is created.
     done = sweep()
-    assert done.returncode == 2 and "no registry at" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "no registry in sqlite:///" in done.stderr and "Traceback" not in done.stderr
     assert stray.exists() and not (data / "registry.sqlite3").exists()
+    # Nor is a mistyped data directory created, nor a registry in an empty database.
+    mistyped = subprocess.run(
+        [sys.executable, "-m", "ghostouch.cli", "storage", "sweep", "--data-dir", str(tmp_path / "dta")],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert mistyped.returncode == 2 and "no such directory" in mistyped.stderr and not (tmp_path / "dta").exists()
+    pg = _postgres_url()
+    empty_db = next(pg)
+    try:
+        command = [sys.executable, "-m", "ghostouch.cli", "storage", "sweep", "--data-dir", str(data)]
+        with_pg = {**env, "GHOSTOUCH_DATABASE_URL": empty_db}
+        refused = subprocess.run(command, env=with_pg, capture_output=True, text=True, timeout=120, check=False)
+        assert refused.returncode == 2 and "no registry in postgresql" in refused.stderr, refused.stderr
+        assert not has_registry(empty_db) and stray.exists()
+    finally:
+        next(pg, None)
     db_url = f"sqlite:///{data / 'registry.sqlite3'}"
     migrate(db_url)
     _publish(db_url, FlakyStore(data / "objects", "never", failures=0), "mkept")

@@ -41,6 +41,18 @@ def get_engine(url: str) -> Engine:
     return engine
 
 
+def has_registry(url: str) -> bool:
+    """Whether the database already holds a registry (its migration table), without creating one."""
+    from sqlalchemy import inspect
+
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:" and not Path(path).exists():
+            return False
+    with get_engine(url).connect() as conn:
+        return inspect(conn).has_table("alembic_version")
+
+
 # PostgreSQL advisory lock held by the transaction that migrates: processes that start together
 # on a new database (an API and its workers) migrate one after the other instead of all creating
 # the same tables.
