@@ -56,7 +56,23 @@ def read_csv(path: Path) -> dict[str, np.ndarray]:
     rows = _read_rows(path)
     if len(rows) < 2:
         raise FrameError(f"{path}: a base model needs at least two labels, found {sorted(rows)}")
+    _refuse_shared_frames(path, rows)
     return {name: _hand_frames(path, name, label) for name, label in rows.items()}
+
+
+def _refuse_shared_frames(path: Path, rows: dict[str, _LabelRows]) -> None:
+    """FrameError when one frame is filed under two labels: the model cannot tell them apart
+    there (a copy-paste slip in the file, or one recording exported twice)."""
+    first: dict[bytes, tuple[str, int]] = {}
+    for name, label in rows.items():
+        frames = np.frombuffer(label.values, dtype=np.float32).reshape(-1, FRAME_SIZE)
+        for frame, line in zip(frames, label.lines, strict=True):
+            seen = first.setdefault(frame.tobytes(), (name, line))
+            if seen[0] != name:
+                raise FrameError(
+                    f"{path}: line {line} (label {quoted(name)}) holds the same frame as line {seen[1]} "
+                    f"(label {quoted(seen[0])}); each label's frames must show a pose of its own"
+                )
 
 
 @dataclass

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from ghostouch.config import ConfigError, Settings, get_settings
+from ghostouch.config import ConfigError, Settings, get_settings, without_password
 from ghostouch.supervisor import ServeProcesses, python_cli
 
 log = logging.getLogger("ghostouch")
@@ -37,6 +37,20 @@ def _apply_overrides(args: argparse.Namespace, create_data_dir: bool = True) -> 
     return settings
 
 
+def _check_listen_address(settings: Settings) -> None:
+    """The API's host and port can be listened on (checked before the broker and workers start)."""
+    try:
+        family = socket.AF_INET
+        if settings.host:
+            family = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)[0][0]
+        with socket.create_server((settings.host, settings.port), family=family):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        where = f"GHOSTOUCH_HOST={settings.host!r}, GHOSTOUCH_PORT={settings.port}"
+        raise ConfigError(f"{where}: cannot listen there ({reason})") from None
+
+
 def _shown_url(url: str) -> str:
     """A database URL with its password hidden."""
     from sqlalchemy.engine import make_url
@@ -44,8 +58,9 @@ def _shown_url(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except SQLAlchemyError:
-        return url
+    except (SQLAlchemyError, ValueError):  # ValueError: a port that is not a number
+        shown = without_password(url)
+        return shown if isinstance(shown, str) else url
 
 
 def _check_services(settings: Settings, storage: bool = True) -> None:
@@ -60,7 +75,7 @@ def _check_services(settings: Settings, storage: bool = True) -> None:
     url = settings.resolved_database_url
     try:
         migrate(url)
-    except (SQLAlchemyError, ImportError, CommandError, OSError) as exc:  # CommandError: unknown revision
+    except (SQLAlchemyError, ImportError, CommandError, OSError, ValueError) as exc:  # ValueError: a bad port
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         problem = f"cannot use the registry database {_shown_url(url)} ({reason})"
         raise ConfigError(f"GHOSTOUCH_DATABASE_URL: {problem}") from None
@@ -93,6 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         try:
             processes.lock_data_dir()  # before anything touches the registry (a migration, say)
+            _check_listen_address(settings)
             _check_services(settings)
             processes.start()
         except RuntimeError as exc:  # e.g. another serve runs on this data directory
@@ -152,6 +168,7 @@ def cmd_api(args: argparse.Namespace) -> int:
             "ghostouch api needs GHOSTOUCH_BROKER_URL=redis://host:port/db (or use `ghostouch serve`)", file=sys.stderr
         )
         return 2
+    _check_listen_address(settings)
     _check_services(settings)
     return _run_api(settings)
 
@@ -241,8 +258,9 @@ def cmd_storage_sweep(args: argparse.Namespace) -> int:
     settings = _apply_overrides(args, create_data_dir=False)
     try:
         found = has_registry(settings.resolved_database_url)
-    except SQLAlchemyError as exc:
-        raise ConfigError(f"GHOSTOUCH_DATABASE_URL: cannot use the registry database ({type(exc).__name__})") from None
+    except (SQLAlchemyError, ImportError, ValueError) as exc:  # ImportError: no driver; ValueError: a bad port
+        where = _shown_url(settings.resolved_database_url)
+        raise ConfigError(f"GHOSTOUCH_DATABASE_URL: cannot use the registry database {where} ({exc})") from None
     if not found:  # never sweep against a new, empty registry (nor create one)
         where = _shown_url(settings.resolved_database_url)
         raise ConfigError(f"no registry in {where}: set GHOSTOUCH_DATABASE_URL or GHOSTOUCH_DATA_DIR")
@@ -334,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        print(f"ghostouch {args.command}: {exc}", file=sys.stderr)
+        parts = (args.command, getattr(args, "base_command", None), getattr(args, "storage_command", None))
+        command = " ".join(str(part) for part in parts if part)
+        print(f"ghostouch {command}: {exc}", file=sys.stderr)
         return 2
 
 

@@ -183,7 +183,18 @@ def test_labels_holding_the_same_frames_end_in_one_line_and_no_model(
     tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     frames = recording("paper", 60)
-    path = write_csv(tmp_path / "same.csv", [("paper", frames), ("also_paper", frames)])
+    # The very same frame under two labels is named before any training ...
+    rows = [("paper", frames), ("rock", recording("rock", 60)), ("p2", frames[:1])]
+    copied = write_csv(tmp_path / "copied.csv", rows)
+    assert run_import(capsys, data_dir, copied, "copied") == 2
+    assert capsys.readouterr().err == (
+        f"error: {copied}: line 122 (label 'p2') holds the same frame as line 2 (label 'paper'); "
+        "each label's frames must show a pose of its own\n"
+    )
+    # ... and copies a hair apart fail the trained model's checks: one line too.
+    nudged = frames.copy()
+    nudged[:, :63] += np.float32(1e-5)  # the landmarks, not the handedness
+    path = write_csv(tmp_path / "same.csv", [("paper", frames), ("also_paper", nudged)])
     assert run_import(capsys, data_dir, path, "same_pose") == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1, err

@@ -34,6 +34,10 @@ CLOSED_PORT_DB = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
         ("api", "GHOSTOUCH_DATABASE_URL", "notaurl", "GHOSTOUCH_DATABASE_URL: cannot use the registry database"),
         ("worker", "GHOSTOUCH_STORAGE", "firebase", "GHOSTOUCH_STORAGE=firebase: the Firebase backend needs"),
         ("storage", "GHOSTOUCH_STORAGE", "s3", "GHOSTOUCH_STORAGE='s3': Input should be 'local' or 'firebase'"),
+        ("api", "GHOSTOUCH_HOST", "999.1.1.1", "GHOSTOUCH_HOST='999.1.1.1', GHOSTOUCH_PORT="),
+        ("storage", "GHOSTOUCH_DATABASE_URL", "postgresql://u:pw@127.0.0.1:abc/x", "u:***@127.0.0.1:abc/x"),
+        ("storage", "GHOSTOUCH_DATABASE_URL", "mysql://u:pw@127.0.0.1:1/x", "No module named"),
+        ("worker", "GHOSTOUCH_DATABASE_URL", "postgresql://u:pw@127.0.0.1:abc/x", "cannot use the registry database"),
     ],
 )
 def test_settings_that_cannot_work_stop_the_command_with_one_line(
@@ -42,13 +46,15 @@ def test_settings_that_cannot_work_stop_the_command_with_one_line(
     env = service_env(tmp_path / "data", spare_redis_url(redis_url), free_port())
     env = {k: v for k, v in env.items() if not k.startswith("FIREBASE_")}
     env[setting] = value
+    (tmp_path / "data").mkdir()
     args = {"storage": ["storage", "sweep", "--wait", "0"]}.get(command, [command])
     done = subprocess.run(
         [sys.executable, "-m", "ghostouch.cli", *args], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 2, done.stderr
     last = done.stderr.strip().splitlines()[-1]  # after the log lines of what went well
-    assert last.startswith(f"ghostouch {command}: ") and message in last, done.stderr
+    assert last.startswith(f"ghostouch {' '.join(args[:2]) if command == 'storage' else command}: "), done.stderr
+    assert message in last and ":pw@" not in done.stderr, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
 
 

@@ -105,7 +105,7 @@ async def rename_gesture(
     body = parse_body(RenameRequest, await read_json_body(request))
     model = visible_model(state, code, owner)
     name = _gesture(model, name).name
-    new = clean_gesture_name(body.new_name)
+    new = clean_gesture_name(body.new_name, field="new_name")
     if new in model.labels:
         raise HTTPException(409, f"model {code} already has a gesture named {quoted(new)}")
     created = await run_in_threadpool(_rename, state, model, owner, name, new)

@@ -74,13 +74,13 @@ class StatusResponse(BaseModel):
     error_detail: dict[str, Any] | None = None
 
 
-def clean_gesture_name(raw: str) -> str:
-    """The name as stored (`names.stored_form`); 422 for anything that would make an unusable or
-    look-alike name (the rules: `names.clean_gesture_name`)."""
+def clean_gesture_name(raw: str, field: str = "gesture") -> str:
+    """The name as stored (`names.stored_form`); 422, naming the body's `field`, for anything that
+    would make an unusable or look-alike name (the rules: `names.clean_gesture_name`)."""
     try:
         return names.clean_gesture_name(raw)
     except names.InvalidName as exc:
-        raise bad_request(f"gesture: {exc}") from None
+        raise bad_request(f"{field}: {exc}") from None
 
 
 async def read_json_body(request: Request) -> Any:
