@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ghostouch.config import ConfigError, Settings, get_settings, without_password
 from ghostouch.supervisor import ServeProcesses, python_cli
+from ghostouch.text import first_line
 
 log = logging.getLogger("ghostouch")
 
@@ -51,34 +52,31 @@ def _check_listen_address(settings: Settings) -> None:
         raise ConfigError(f"{where}: cannot listen there ({reason})") from None
 
 
-def _shown_url(url: str) -> str:
-    """A database URL with its password hidden."""
-    from sqlalchemy.engine import make_url
+def _registry_failures() -> tuple[type[BaseException], ...]:
+    """What opening an unusable registry database raises: driver and connection errors, a
+    missing driver module, an unknown migration revision, an unwritable SQLite file, a URL whose
+    port is not a number (ValueError)."""
+    from alembic.util.exc import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (SQLAlchemyError, ValueError):  # ValueError: a port that is not a number
-        shown = without_password(url)
-        return shown if isinstance(shown, str) else url
+    return (SQLAlchemyError, ImportError, CommandError, OSError, ValueError)
+
+
+def _unusable_registry(url: str, exc: BaseException) -> ConfigError:
+    problem = f"cannot use the registry database {without_password(url)} ({first_line(exc)})"
+    return ConfigError(f"GHOSTOUCH_DATABASE_URL: {problem}")
 
 
 def _check_services(settings: Settings, storage: bool = True) -> None:
     """The registry database answers (its schema brought up to date) and the store can be built:
     a setting that cannot work stops the command with one line, not a traceback at the first job."""
-    from alembic.util.exc import CommandError
-    from sqlalchemy.exc import SQLAlchemyError
-
     from ghostouch.registry.db import migrate
     from ghostouch.storage import StorageError, build_store
 
-    url = settings.resolved_database_url
     try:
-        migrate(url)
-    except (SQLAlchemyError, ImportError, CommandError, OSError, ValueError) as exc:  # ValueError: a bad port
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        problem = f"cannot use the registry database {_shown_url(url)} ({reason})"
-        raise ConfigError(f"GHOSTOUCH_DATABASE_URL: {problem}") from None
+        migrate(settings.resolved_database_url)
+    except _registry_failures() as exc:
+        raise _unusable_registry(settings.resolved_database_url, exc) from None
     if storage:
         try:
             build_store(settings.storage_settings()).close()
@@ -234,7 +232,7 @@ def cmd_base_import(args: argparse.Namespace) -> int:
     except (ValueError, OSError, StorageError) as exc:  # FrameError and InvalidName are ValueErrors
         problem = str(exc) or type(exc).__name__
     except SQLAlchemyError as exc:
-        problem = f"the registry database failed: {(str(exc).strip() or type(exc).__name__).splitlines()[0]}"
+        problem = f"the registry database failed: {first_line(exc)}"
     else:
         counts = ", ".join(f"{g.name}={g.output_index} ({g.n_frames} frames)" for g in model.gestures)
         agreement = model.metrics.get("uint8_agreement")
@@ -249,21 +247,18 @@ def cmd_base_import(args: argparse.Namespace) -> int:
 def cmd_storage_sweep(args: argparse.Namespace) -> int:
     """Two listings `--wait` seconds apart; files unreferenced in both are deleted (a publish under
     way takes seconds, so its files are referenced by the second listing)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from ghostouch.publishing import LeftoverSweep, SweepRefused
     from ghostouch.registry.db import has_registry
     from ghostouch.storage import build_store
 
     settings = _apply_overrides(args, create_data_dir=False)
+    url = settings.resolved_database_url
     try:
-        found = has_registry(settings.resolved_database_url)
-    except (SQLAlchemyError, ImportError, ValueError) as exc:  # ImportError: no driver; ValueError: a bad port
-        where = _shown_url(settings.resolved_database_url)
-        raise ConfigError(f"GHOSTOUCH_DATABASE_URL: cannot use the registry database {where} ({exc})") from None
+        found = has_registry(url)
+    except _registry_failures() as exc:
+        raise _unusable_registry(url, exc) from None
     if not found:  # never sweep against a new, empty registry (nor create one)
-        where = _shown_url(settings.resolved_database_url)
-        raise ConfigError(f"no registry in {where}: set GHOSTOUCH_DATABASE_URL or GHOSTOUCH_DATA_DIR")
+        raise ConfigError(f"no registry in {without_password(url)}: set GHOSTOUCH_DATABASE_URL or GHOSTOUCH_DATA_DIR")
     _check_services(settings)
     store = build_store(settings.storage_settings())
     sweep = LeftoverSweep(force=args.force)

@@ -39,13 +39,13 @@ def describe_settings_error(exc: ValidationError) -> str:
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
         variable = field.upper() if field.upper().startswith("FIREBASE_") else f"GHOSTOUCH_{field.upper()}"
-        lines.append(f"{variable}={without_password(error.get('input'))!r}: {without_password(error['msg'])}")
+        lines.append(f"{variable}={without_password(str(error.get('input')))!r}: {without_password(error['msg'])}")
     return "; ".join(lines)
 
 
-def without_password(value: object) -> object:
-    """A URL's password masked (`redis://user:***@host`): error messages end up in logs."""
-    return re.sub(r"(://[^:/@\s]*:)[^@/\s]*@", r"\1***@", value) if isinstance(value, str) else value
+def without_password(text: str) -> str:
+    """Any URL's password masked (`redis://user:***@host`): error messages end up in logs."""
+    return re.sub(r"(://[^:/@\s]*:)[^@/\s]*@", r"\1***@", text)
 
 
 class Settings(BaseSettings):

@@ -1,4 +1,4 @@
-"""Client input quoted back in error messages, cut to a readable length."""
+"""Text for error messages: client input quoted briefly, exceptions in one line."""
 
 from __future__ import annotations
 
@@ -10,3 +10,9 @@ def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
     echoing a megabyte of it back."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message, first line only (drivers add whole paragraphs), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -14,6 +14,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from ghostouch.storage import ObjectNotFound, StorageError
+from ghostouch.text import first_line
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,7 @@ DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, SQLAlchemyTimeoutError
 async def database_error(request: Request, exc: Exception) -> JSONResponse:
     """The registry database unreachable under a request: 503 (retry later), as for the queue and
     the storage; one line in the log, not a traceback per request."""
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    log.warning("%s %s: registry database unavailable: %s", request.method, request.url.path, reason)
+    log.warning("%s %s: registry database unavailable: %s", request.method, request.url.path, first_line(exc))
     return JSONResponse({"detail": "the model registry is unavailable; please retry"}, status_code=503)
 
 
