@@ -106,7 +106,7 @@ class ParentModel:
         k = len(self.labels)
         if k < 3 or len(frames) == 0 or self.lite.n_outputs != k:
             return np.zeros(len(frames), bool)
-        proba = self.lite.predict_proba(frames)[:, :k]
+        proba = self.lite.predict_proba(frames)
         shared = np.array([name in labels and name not in self.not_kept for name in self.labels])
         return (proba.max(axis=1) >= 0.5) & shared[proba.argmax(axis=1)]
 
