@@ -173,6 +173,9 @@ def order_labels(found: Sequence[str], code: str, explicit: Sequence[str] | None
         missing = set(explicit) ^ set(found)
         if missing:
             raise ValueError(f"--labels must list exactly the CSV's labels; differing: {sorted(missing)}")
+        if code == BASE_CODE and list(explicit) != list(BASE_V1_LABELS):
+            # The apps ship this order; another one would swap what every installed app shows.
+            raise ValueError(f"{BASE_CODE}'s labels are {', '.join(BASE_V1_LABELS)}, in this order (the apps ship it)")
         return list(explicit)
     if code == BASE_CODE:
         if set(found) != set(BASE_V1_LABELS):

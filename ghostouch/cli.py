@@ -245,8 +245,8 @@ def cmd_base_import(args: argparse.Namespace) -> int:
 
 
 def cmd_storage_sweep(args: argparse.Namespace) -> int:
-    """Two listings `--wait` seconds apart; files unreferenced in both are deleted (a publish under
-    way takes seconds, so its files are referenced by the second listing)."""
+    """Two listings `--wait` seconds apart; files unreferenced in both and older than `--min-age`
+    are deleted (a job still publishing has written its files within its time limit)."""
     from ghostouch.publishing import LeftoverSweep, SweepRefused
     from ghostouch.registry.db import has_registry
     from ghostouch.storage import build_store
@@ -261,7 +261,8 @@ def cmd_storage_sweep(args: argparse.Namespace) -> int:
         raise ConfigError(f"no registry in {without_password(url)}: set GHOSTOUCH_DATABASE_URL or GHOSTOUCH_DATA_DIR")
     _check_services(settings)
     store = build_store(settings.storage_settings())
-    sweep = LeftoverSweep(force=args.force)
+    min_age = settings.leftover_min_age_seconds if args.min_age is None else args.min_age
+    sweep = LeftoverSweep(min_age, force=args.force)
     try:
         sweep.run(settings.resolved_database_url, store)
         time.sleep(args.wait)
@@ -332,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common(sweep)
     sweep.add_argument("--wait", type=_seconds, default=60.0, help="seconds between the two listings (default 60)")
+    sweep.add_argument(
+        "--min-age",
+        type=_seconds,
+        default=None,
+        help="keep files younger than this many seconds (default: the job time limit + 120 s, so that "
+        "no job still publishing loses its files)",
+    )
     sweep.add_argument("--force", action="store_true", help="delete even when the registry looks like another store's")
     sweep.set_defaults(func=cmd_storage_sweep)
     return parser

@@ -29,6 +29,9 @@ ANONYMOUS_OWNER = "anonymous"
 BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
 
 
+JOB_KILL_GRACE_SECONDS = 60.0  # for a job's clean-up (deleting what it stored) after its time limit
+
+
 class ConfigError(Exception):
     """A setting that cannot work, phrased for the operator (one line, naming the variable)."""
 
@@ -80,6 +83,9 @@ class Settings(BaseSettings):
     worker_max_tasks_per_child: int = Field(default=200, ge=1)
     # A job still PENDING this long is re-queued when a worker starts (its message may be lost).
     requeue_after_seconds: float = Field(default=30.0, gt=0)
+    # The longest a job may run (training, export, publishing): past it the job ends FAILURE
+    # saying so, and its process is killed `JOB_KILL_GRACE_SECONDS` later if it does not stop.
+    job_time_limit_seconds: float = Field(default=600.0, ge=1)
     # Training-data cap per gesture (frames kept as references for children).
     max_frames_per_gesture: int = Field(default=400, ge=MIN_FRAMES)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -95,6 +101,12 @@ class Settings(BaseSettings):
         if value and value.split("://", 1)[0] not in BROKER_SCHEMES:
             raise ValueError("must be a Redis URL (redis://host:port/db, rediss://, redis+socket://)")
         return value
+
+    @property
+    def leftover_min_age_seconds(self) -> float:
+        """Model files younger than this may belong to a job still publishing: the storage sweep
+        leaves them (no job runs longer than its limit plus the kill grace)."""
+        return self.job_time_limit_seconds + JOB_KILL_GRACE_SECONDS + 60.0
 
     @property
     def resolved_public_url(self) -> str:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from ghostouch.registry import repo
 from ghostouch.registry.db import session_scope
-from ghostouch.storage import ObjectStore
+from ghostouch.storage import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -107,21 +107,24 @@ ARTIFACT_KEY = re.compile(r"models/([^/]+)/[0-9a-f]{8}/\1(\.tflite|_float\.tflit
 class LeftoverSweep:
     """Deletes model files no registered version refers to: left by a publish that was killed or
     whose clean-up failed, or by a base replaced with `base import`. A file goes only when two
-    runs (`ghostouch storage sweep` waits between them) both found it unreferenced, so a publish
-    under way (seconds) is never touched. The listing comes before the registry read, so a
+    runs (`ghostouch storage sweep` waits between them) both found it unreferenced and it is
+    older than `min_age_s`: a job still publishing (a slow store retries for minutes) writes
+    files no version refers to yet, and no job runs longer than its time limit
+    (`Settings.leftover_min_age_seconds`). The listing comes before the registry read, so a
     version registered in between counts as referenced. It runs only when an operator asks: the
     registry must be the only one writing to the store, or it would take another deployment's
     models for leftovers."""
 
-    def __init__(self, force: bool = False) -> None:
+    def __init__(self, min_age_s: float, force: bool = False) -> None:
         self._suspects: set[str] = set()
+        self.min_age_s = min_age_s
         self.force = force  # delete even what looks like a registry that is not this store's
 
     def run(self, db_url: str, store: ObjectStore) -> list[str]:
         stored = {key for key in store.list_keys("models/") if ARTIFACT_KEY.fullmatch(key)}
         in_use = repo.artifact_keys_in_use(db_url)
         unreferenced = stored - in_use
-        doomed = sorted(unreferenced & self._suspects)
+        doomed = sorted(key for key in unreferenced & self._suspects if self._old_enough(store, key))
         if doomed and not self.force:
             self._refuse_a_foreign_registry(len(doomed), len(stored), bool(in_use & stored))
         for key in doomed:
@@ -130,6 +133,12 @@ class LeftoverSweep:
             log.info("deleted %d model file(s) no version refers to", len(doomed))
         self._suspects = unreferenced - set(doomed)
         return doomed
+
+    def _old_enough(self, store: ObjectStore, key: str) -> bool:
+        try:
+            return store.age_seconds(key) >= self.min_age_s
+        except ObjectNotFound:  # deleted since the listing (a failed publish cleaned up)
+            return False
 
     @staticmethod
     def _refuse_a_foreign_registry(n_doomed: int, n_stored: int, any_stored_in_use: bool) -> None:

@@ -234,6 +234,7 @@ class Gateway:
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._open = True
+        self._hanging = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -246,21 +247,29 @@ class Gateway:
                 if not self._open:
                     client.close()
                     continue
+                if self._hanging:  # accepted, never answered
+                    self._sockets.append(client)
+                    continue
                 upstream = socket.create_connection(self._target)
                 self._sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if not self._hanging:
+                    sink.sendall(data)
         except OSError:
             pass
         finally:
             with contextlib.suppress(OSError):
                 sink.shutdown(socket.SHUT_WR)
+
+    def hang(self, hanging: bool = True) -> None:
+        """From now on (until `hang(False)`) nothing is relayed: requests, on new connections or
+        open ones, are taken and never answered, as by a server that stopped responding."""
+        self._hanging = hanging
 
     def cut(self) -> None:
         """From now on every connection is refused, and open ones are dropped."""

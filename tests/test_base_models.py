@@ -41,6 +41,10 @@ def test_csv_import_validation(tmp_path: Path) -> None:
     assert order_labels(["b", "a"], "mine", None) == ["a", "b"]
     with pytest.raises(ValueError, match="exactly the labels"):
         order_labels(["a", "b"], "base_v1", None)
+    assert order_labels(["scissors", "rock", "paper"], "base_v1", BASE_V1_LABELS) == list(BASE_V1_LABELS)
+    with pytest.raises(ValueError, match="in this order"):
+        order_labels(["paper", "rock", "scissors"], "base_v1", ["rock", "paper", "scissors"])
+    assert order_labels(["a", "b"], "mine", ["b", "a"]) == ["b", "a"]
     with pytest.raises(ValueError, match="repeated: ok"):
         order_labels(["ok", "call"], "mine", ["ok", "call", "ok"])
     bad = tmp_path / "bad.csv"

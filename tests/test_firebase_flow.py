@@ -13,7 +13,16 @@ import pytest
 
 from ghostouch.engine import hands
 from ghostouch.engine.verify import LiteModel
-from tests.conftest import free_port, get_ok, poll_like_android, service_env, start_serve, wait_until
+from tests.conftest import (
+    Service,
+    free_port,
+    get_ok,
+    poll_like_android,
+    service_env,
+    spare_redis_url,
+    start_serve,
+    wait_until,
+)
 from tests.gcs_fixtures import Emulator, FirebaseStoreFactory, Gateway, ServiceAccount
 
 
@@ -93,3 +102,50 @@ def test_public_links_are_answered_without_the_bucket(
     started = time.monotonic()
     assert store.download_url(key) == link
     assert time.monotonic() - started < 1.0
+
+
+def test_a_job_stuck_on_a_storage_that_stopped_answering_ends_at_its_time_limit(
+    tmp_path: Path, redis_url: str, gcs_emulator: Emulator, service_account: ServiceAccount
+) -> None:
+    """The worker's bucket takes requests and never answers: the job ends FAILURE at its time
+    limit, saying so, with nothing published; once the bucket answers again the same worker
+    trains the next job."""
+    gateway = Gateway(gcs_emulator.url.removeprefix("http://"))
+    port = free_port()
+    env = service_env(tmp_path / "data", spare_redis_url(redis_url), port)
+    env.update(
+        {
+            "GHOSTOUCH_STORAGE": "firebase",
+            "FIREBASE_CREDENTIALS": str(service_account.path),
+            "FIREBASE_STORAGE_BUCKET": gcs_emulator.bucket,
+            "GHOSTOUCH_FIREBASE_PROJECT_ID": gcs_emulator.project,
+            "STORAGE_EMULATOR_HOST": gcs_emulator.url,
+            "GHOSTOUCH_JOB_TIME_LIMIT_SECONDS": "4",
+        }
+    )
+    (tmp_path / "data").mkdir()
+    api = Service(tmp_path / "data", env, port, logs=tmp_path)
+    worker = Service(tmp_path / "data", {**env, "STORAGE_EMULATOR_HOST": gateway.url}, port, logs=tmp_path)
+    worker.start_worker()
+    api.start_api()
+    rng = np.random.default_rng(4)
+    try:
+        api.wait_ready(180)
+        gateway.hang()
+        frames = hands.generate_recording("three", 100, rng, handedness=1.0).tolist()
+        sent = httpx.post(f"{api.url}/train", json={"model_code": "base_v1", "gesture": "three", "landmarks": frames})
+        started = time.monotonic()
+        body, _ = poll_like_android(api.url, sent.json()["task_id"], timeout=60)
+        took = time.monotonic() - started
+        assert body["status"] == "FAILURE", body
+        assert body["error_info"].startswith("the job did not finish within its time limit (4 s, at: "), body
+        assert took < 20, took  # a request to the bucket gives up after 20 s: the limit stopped it
+        assert httpx.get(f"{api.url}/models").json()["models"] == []  # nothing published
+        gateway.hang(False)
+        again = httpx.post(f"{api.url}/train", json={"model_code": "base_v1", "gesture": "three", "landmarks": frames})
+        body, _ = poll_like_android(api.url, again.json()["task_id"], timeout=90)
+        assert body["status"] == "SUCCESS", body
+    finally:
+        worker.stop_all()
+        api.stop_all()
+        gateway.cut()

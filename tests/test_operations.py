@@ -29,6 +29,7 @@ CLOSED_PORT_DB = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
         ("api", "GHOSTOUCH_LOG_LEVEL", "loud", "GHOSTOUCH_LOG_LEVEL='LOUD': Input should be 'DEBUG'"),
         ("api", "GHOSTOUCH_BROKER_URL", "http://127.0.0.1:6379/9", "GHOSTOUCH_BROKER_URL='http://127.0.0.1:6379/9'"),
         ("worker", "GHOSTOUCH_MAX_FRAMES_PER_GESTURE", "0", "greater than or equal to 20"),
+        ("worker", "GHOSTOUCH_JOB_TIME_LIMIT_SECONDS", "0", "GHOSTOUCH_JOB_TIME_LIMIT_SECONDS='0': Input should be"),
         ("api", "GHOSTOUCH_LINK_TTL_SECONDS", "-100", "GHOSTOUCH_LINK_TTL_SECONDS='-100': Input should be greater"),
         ("api", "GHOSTOUCH_DATABASE_URL", CLOSED_PORT_DB, "cannot use the registry database postgresql://"),
         ("api", "GHOSTOUCH_DATABASE_URL", "notaurl", "GHOSTOUCH_DATABASE_URL: cannot use the registry database"),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 
+from ghostouch.config import JOB_KILL_GRACE_SECONDS, Settings
 from ghostouch.publishing import SWEEP_REFUSE_OVER, LeftoverSweep, SweepRefused, publish_model
 from ghostouch.registry import repo
 from ghostouch.registry.db import has_registry, migrate
@@ -93,7 +96,7 @@ def test_leftover_files_are_swept_once_seen_twice(db_url: str, tmp_path: Path) -
     assert len(kept) == 4
     store.put_bytes("models/mdead/00000001/mdead.tflite", b"half of a publish")
     store.put_bytes("models/original_app_model.tflite", b"not ours: never swept")
-    sweep = LeftoverSweep()
+    sweep = LeftoverSweep(min_age_s=0.0)
     assert sweep.run(db_url, store) == []  # first sighting: maybe a publish under way
     store.put_bytes("models/mnew/00000002/mnew.tflite", b"a publish under way")
     assert sweep.run(db_url, store) == ["models/mdead/00000001/mdead.tflite"]
@@ -107,8 +110,24 @@ def test_leftover_files_are_swept_once_seen_twice(db_url: str, tmp_path: Path) -
     }
 
 
+def test_the_sweep_leaves_the_files_of_a_job_still_publishing(db_url: str, tmp_path: Path) -> None:
+    """A slow store can keep a job publishing for minutes, longer than the sweep's two listings
+    are apart: files younger than the longest a job may run are never deleted."""
+    store = FlakyStore(tmp_path / "objects", "never", failures=0)
+    _publish(db_url, store, "mkept")
+    young, old = "models/mslow/00000001/mslow.tflite", "models/mdead/00000001/mdead.tflite"
+    store.put_bytes(young, b"a publish still under way")
+    store.put_bytes(old, b"left by a job killed long ago")
+    an_hour_ago = time.time() - 3600
+    os.utime(store.local_path(old), (an_hour_ago, an_hour_ago))
+    sweep = LeftoverSweep(min_age_s=Settings().leftover_min_age_seconds)
+    assert sweep.run(db_url, store) == []
+    assert sweep.run(db_url, store) == [old]
+    assert sweep.run(db_url, store) == [] and store.exists(young)
+    assert Settings(job_time_limit_seconds=60).leftover_min_age_seconds > 60 + JOB_KILL_GRACE_SECONDS
+
+
 def test_storage_sweep_command_deletes_only_leftovers(tmp_path: Path) -> None:
-    import os
     import subprocess
     import sys
 
@@ -120,8 +139,9 @@ def test_storage_sweep_command_deletes_only_leftovers(tmp_path: Path) -> None:
     foreign.write_bytes(b"not ours")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GHOSTOUCH_")}
 
-    def sweep() -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "ghostouch.cli", "storage", "sweep", "--data-dir", str(data), "--wait", "0.1"]
+    def sweep(*min_age: str) -> subprocess.CompletedProcess[str]:
+        command = ["storage", "sweep", "--data-dir", str(data), "--wait", "0.1", *min_age]
+        command = [sys.executable, "-m", "ghostouch.cli", *command]
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
 
     # A data directory without its registry (say GHOSTOUCH_DATABASE_URL forgotten): every file
@@ -148,7 +168,9 @@ def test_storage_sweep_command_deletes_only_leftovers(tmp_path: Path) -> None:
     db_url = f"sqlite:///{data / 'registry.sqlite3'}"
     migrate(db_url)
     _publish(db_url, FlakyStore(data / "objects", "never", failures=0), "mkept")
-    done = sweep()
+    young = sweep()  # by default, files as young as a job may run are kept
+    assert young.returncode == 0 and "deleted 0 model file(s)" in young.stdout and stray.exists(), young.stderr
+    done = sweep("--min-age", "0")
     assert done.returncode == 0, done.stderr
     assert "deleted 1 model file(s)" in done.stdout and "models/mgone/00000001/mgone.tflite" in done.stdout
     assert not stray.exists() and foreign.exists()
@@ -158,7 +180,7 @@ def test_storage_sweep_command_deletes_only_leftovers(tmp_path: Path) -> None:
 def test_the_sweep_refuses_a_registry_that_looks_like_another_stores(db_url: str, tmp_path: Path) -> None:
     store = FlakyStore(tmp_path / "objects", "never", failures=0)
     store.put_bytes("models/mdead/00000001/mdead.tflite", b"left over")
-    sweep = LeftoverSweep()
+    sweep = LeftoverSweep(min_age_s=0.0)
     sweep.run(db_url, store)
     with pytest.raises(SweepRefused, match="refers to none of the store's model files"):  # an empty registry
         sweep.run(db_url, store)
@@ -171,11 +193,11 @@ def test_the_sweep_refuses_a_registry_that_looks_like_another_stores(db_url: str
     _publish(db_url, store, "mkept")  # 4 files
     for i in range(SWEEP_REFUSE_OVER):
         store.put_bytes(f"models/m{i}/00000001/m{i}.tflite", b"left over")
-    sweep = LeftoverSweep()
+    sweep = LeftoverSweep(min_age_s=0.0)
     assert sweep.run(db_url, store) == []
     with pytest.raises(SweepRefused, match="11 of the 15 model files"):  # most of the store
         sweep.run(db_url, store)
     assert len(store.list_keys("models/")) == 15  # nothing deleted
-    forced = LeftoverSweep(force=True)
+    forced = LeftoverSweep(min_age_s=0.0, force=True)
     forced.run(db_url, store)
     assert len(forced.run(db_url, store)) == 11 and len(store.list_keys("models/")) == 4

@@ -79,3 +79,18 @@ def test_a_child_that_would_move_a_parent_gesture_is_refused() -> None:
         check_app_indices({"kind": "train"}, parent, child, ["paper", "rock", "scissors", "ok", "call"])
     remaining = [GestureInfo("paper", 0, [], 0), GestureInfo("scissors", 1, [], 0)]
     check_app_indices({"kind": "delete"}, parent, remaining, ["paper", "scissors"])
+
+
+def test_both_exports_read_frames_beyond_the_apps_range_alike(weights: Weights, frames: np.ndarray) -> None:
+    """The API takes coordinates up to 0.3 m; the legacy apps clamp them to the uint8 range and
+    the model is trained on that view. The float variant clamps the same way inside its graph."""
+    big = frames.copy()
+    big[:, :63] *= 2.5  # a hand far larger than any real one: many coordinates beyond 0.128 m
+    assert np.abs(big[:, :63]).max() > 0.2
+    reference = predict_proba(weights, app_view(big))
+    unclamped = predict_proba(weights, big)
+    assert np.abs(unclamped - reference).max() > 0.1  # clamping changes the answers here
+    float_model = LiteModel.load(export_float(weights))
+    assert np.abs(float_model.predict_proba(big) - reference).max() < 0.05
+    assert agreement(float_model, big, reference) >= MIN_FLOAT_AGREEMENT
+    assert agreement(LiteModel.load(export_uint8(weights)), big, reference) >= MIN_AGREEMENT

@@ -33,6 +33,9 @@ def _concrete_function(weights: Weights, gate: Gate | None = None) -> tf.types.e
 
     @tf.function(input_signature=[tf.TensorSpec([1, 64], tf.float32, name="landmarks")])
     def serve(x: tf.Tensor) -> tf.Tensor:
+        # The range the legacy apps clamp to, and the model was trained on (`frames.app_view`):
+        # a float-input app then gets the same answer for a frame as a legacy one.
+        x = tf.clip_by_value(x, INPUT_MIN, INPUT_MAX)
         return tf.nn.softmax(tf_logits(x, constants, gate_constants))
 
     return serve.get_concrete_function()

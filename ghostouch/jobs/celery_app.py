@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from ghostouch.config import Settings
+from ghostouch.config import JOB_KILL_GRACE_SECONDS, Settings
 
 TRAIN_TASK = "ghostouch.train_gesture"
 QUEUE = "ghostouch"
@@ -30,6 +30,11 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": 3600},
+        # A job stuck in a call that never returns (storage, database) is stopped: at the soft
+        # limit the task raises `SoftTimeLimitExceeded` (the job ends FAILURE, saying so); if it
+        # cannot, the pool process is killed and the job is recovered as abandoned.
+        task_soft_time_limit=settings.job_time_limit_seconds,
+        task_time_limit=settings.job_time_limit_seconds + JOB_KILL_GRACE_SECONDS,
         task_serializer="json",
         accept_content=["json"],
     )

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 
 from ghostouch.config import Settings
 from ghostouch.engine.duplicates import check_duplicate
@@ -107,6 +108,10 @@ def _run_claimed(ctx: WorkerContext, job: dict[str, Any], engine_config: EngineC
     except StorageError as exc:  # the details (keys, bucket, HTTP errors) are for the log
         log.warning("job %s: storage failed: %s", job["task_id"], exc)
         fail("the model storage is unavailable; please retry")
+    except SoftTimeLimitExceeded:  # a call that hung (storage, database); nothing was published
+        limit = ctx.settings.job_time_limit_seconds
+        log.error("job %s: stopped after %.0f s, its time limit (%s)", job["task_id"], limit, clock.current)
+        fail(f"the job did not finish within its time limit ({limit:.0f} s, at: {clock.current}); please retry")
     except Exception as exc:
         log.exception("training job %s failed", job["task_id"])
         fail(f"internal error while training ({type(exc).__name__}); please retry")
@@ -125,6 +130,10 @@ class StepClock:
         if self._name is not None:
             self.laps[self._name] = round(self.laps.get(self._name, 0.0) + now - self._start, 4)
         self._name, self._start = name, now
+
+    @property
+    def current(self) -> str:
+        return self._name or "starting"
 
 
 class StoredFrames(Mapping[str, np.ndarray]):

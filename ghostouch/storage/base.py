@@ -71,6 +71,12 @@ class ObjectStore(abc.ABC):
         validate_key(key)
         self._retry(lambda: self._delete(key), f"deleting {key!r} from {self.description}")
 
+    def age_seconds(self, key: str) -> float:
+        """Seconds since the object was last written (by this store's clock; never negative)."""
+        validate_key(key)
+        written = self._retry(lambda: self._written_at(key), f"reading the age of {key!r} in {self.description}")
+        return max(0.0, time.time() - written)
+
     def list_keys(self, prefix: str) -> list[str]:
         """Keys starting with `prefix` (a plain string prefix; '' lists everything), sorted."""
         validate_prefix(prefix)
@@ -127,6 +133,10 @@ class ObjectStore(abc.ABC):
 
     @abc.abstractmethod
     def _list(self, prefix: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def _written_at(self, key: str) -> float:
+        """When the object was last written (Unix time); raise `ObjectNotFound` if absent."""
 
     @abc.abstractmethod
     def _url(self, key: str) -> str: ...

@@ -237,6 +237,16 @@ class FirebaseObjectStore(ObjectStore):
             data = blob.download_as_bytes(timeout=self._timeout, retry=None)
         return bytes(data)
 
+    def _written_at(self, key: str) -> float:
+        with _translated(f"reading the age of {key!r} in {self.description}", self._not_found(key)):
+            blob = self._bucket.get_blob(key, timeout=self._timeout, retry=None)
+        if blob is None:
+            raise self._not_found(key)
+        written = blob.updated or blob.time_created
+        if written is None:  # pragma: no cover - every object has both in GCS's JSON API
+            raise StorageError(f"{self.description} gave no time for {key!r}")
+        return float(written.timestamp())
+
     def _exists(self, key: str) -> bool:
         blob = self._bucket.blob(key)
         with _translated(f"checking {key!r} in {self.description}"):

@@ -167,6 +167,15 @@ class LocalObjectStore(ObjectStore):
     def _exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def _written_at(self, key: str) -> float:
+        path = self._path(key)
+        try:
+            if path.is_file():
+                return path.stat().st_mtime
+        except OSError as exc:
+            raise _os_failure(exc, f"cannot read the age of {key!r} in {self.description}") from exc
+        raise ObjectNotFound(f"object {key!r} not found in {self.description}")
+
     def _delete(self, key: str) -> None:
         path = self._path(key)
         try:

@@ -56,9 +56,13 @@ def test_round_trip(firebase_store: Any, unique_prefix: str) -> None:
     assert len(firebase_store.list_keys(unique_prefix)) == 3
     assert firebase_store.list_keys(f"{unique_prefix}/nothing/") == []
 
+    assert 0.0 <= firebase_store.age_seconds(key) < 120.0  # the storage sweep's guard reads it
+
     firebase_store.delete(key)
     assert not firebase_store.exists(key)
     firebase_store.delete(key)  # absent: no error
+    with pytest.raises(ObjectNotFound):
+        firebase_store.age_seconds(key)
     assert firebase_store.list_keys(f"{unique_prefix}/models/") == [f"{unique_prefix}/models/other.tflite"]
 
 

@@ -96,6 +96,10 @@ def test_missing_object(store: LocalObjectStore) -> None:
     assert not store.exists("dir")
     with pytest.raises(ObjectNotFound):
         store.get_bytes("dir/file.bin/deeper")
+    with pytest.raises(ObjectNotFound):
+        store.age_seconds("dir")
+    with pytest.raises(ObjectNotFound):
+        store.age_seconds("nope.tflite")
 
 
 def test_list_and_delete(store: LocalObjectStore) -> None:
