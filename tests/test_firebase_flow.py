@@ -55,10 +55,9 @@ def test_serve_with_firebase_storage(tmp_path: Path, gcs_emulator: Emulator, ser
         assert body["status"] == "SUCCESS", body
         tflite_url = body["result"]["tflite_url"]
         parsed = urlparse(tflite_url)
-        # a v4 signed URL on the emulator, file name as the last path segment
-        assert f"{parsed.scheme}://{parsed.netloc}" == gateway.url
-        assert parsed.path.endswith(f"/{body['result']['model_code']}.tflite")
-        assert "X-Goog-Signature=" in parsed.query
+        # a signed link the API answers: the whole last segment is the file name Android saves
+        assert tflite_url.startswith(f"{url}/dl/") and not parsed.query
+        assert tflite_url.rsplit("/", 1)[1] == f"{body['result']['model_code']}.tflite"
         model = LiteModel.load(httpx.get(tflite_url).content)
         assert model.n_outputs == 4
         probs = model.predict_proba(hands.generate_pose("three", 100, rng, handedness=1.0))
@@ -72,6 +71,9 @@ def test_serve_with_firebase_storage(tmp_path: Path, gcs_emulator: Emulator, ser
         gateway.cut()
         status = httpx.get(f"{url}/status/{r.json()['task_id']}", timeout=60)
         assert status.status_code == 200 and status.json()["result"]["tflite_url"]  # signing needs no bucket
+        download = httpx.get(tflite_url, timeout=120)
+        assert download.status_code == 503, download.text
+        assert download.json() == {"detail": "the model storage is unavailable; please retry"}
         started = time.monotonic()
         again = hands.generate_recording("four", 100, rng, handedness=1.0).tolist()
         refused = httpx.post(

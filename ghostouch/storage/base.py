@@ -13,6 +13,7 @@ from typing import TypeVar
 from ghostouch.storage.errors import ObjectNotFound, StorageError, TransientError
 from ghostouch.storage.keys import is_valid_key, validate_key, validate_prefix
 from ghostouch.storage.retry import RetryPolicy, call_with_retry, describe, is_transient
+from ghostouch.storage.signing import DownloadLinks, LinkInvalid
 
 T = TypeVar("T")
 
@@ -82,6 +83,21 @@ class ObjectStore(abc.ABC):
         validate_prefix(prefix)
         keys = self._retry(lambda: self._list(prefix), f"listing {prefix!r} in {self.description}")
         return sorted(k for k in set(keys) if k.startswith(prefix) and is_valid_key(k))
+
+    # Signed links answered by the API's `/dl` route; None where the store's links are public.
+    _links: DownloadLinks | None = None
+
+    def signed_url(self, key: str) -> str:
+        """An expiring link to `key` that the API answers (`/dl/...`)."""
+        if self._links is None:
+            raise StorageError(f"{self.description} has no signed links (public links, or none configured)")
+        return self._links.url(key)
+
+    def authorize_download(self, key: str, expires: str | int | None, sig: str | None) -> None:
+        """Check the signature and expiry of a request for `key` at the API (`LinkError` if refused)."""
+        if self._links is None:
+            raise LinkInvalid(f"{self.description} gives public links, not the API")
+        self._links.check(key, expires, sig)
 
     def download_url(self, key: str) -> str:
         """An absolute http(s) URL whose last path segment is the object's file name."""

@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +34,10 @@ from ghostouch.storage.errors import ObjectNotFound, StorageError, TransientErro
 from ghostouch.storage.keys import is_valid_key
 from ghostouch.storage.retry import RetryPolicy, describe
 from ghostouch.storage.settings import StorageSettings
+from ghostouch.storage.signing import DownloadLinks
 
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
-MAX_SIGNED_URL_TTL = 7 * 24 * 3600  # limit of v4 signed URLs
 _TRANSIENT_STATUS = frozenset({408, 429})
 
 
@@ -110,8 +109,16 @@ def _crc32c_b64(data: bytes) -> str:
     return base64.b64encode(google_crc32c.Checksum(data).digest()).decode("ascii")
 
 
+def _api_links(settings: StorageSettings) -> DownloadLinks:
+    try:
+        return DownloadLinks(settings.public_url, settings.signing_secret, settings.link_ttl_seconds)
+    except ValueError as exc:
+        raise StorageError(f"signed links: {exc}") from None
+
+
 class FirebaseObjectStore(ObjectStore):
-    """Private objects in a Cloud Storage bucket; downloads through v4 signed URLs."""
+    """Private objects in a Cloud Storage bucket, downloaded through the API's signed links
+    (`signing.DownloadLinks`), or public objects with plain bucket URLs (`public_links`)."""
 
     def __init__(
         self,
@@ -120,7 +127,7 @@ class FirebaseObjectStore(ObjectStore):
         bucket_name: str,
         project_id: str | None = None,
         public_links: bool = False,
-        link_ttl_seconds: int = 3600,
+        links: DownloadLinks | None = None,
         retry_policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         timeout: float = 20.0,
@@ -128,16 +135,14 @@ class FirebaseObjectStore(ObjectStore):
         super().__init__(retry_policy=retry_policy, sleep=sleep)
         if not bucket_name:
             raise StorageError("no Firebase storage bucket configured")
-        if not 0 < link_ttl_seconds <= MAX_SIGNED_URL_TTL:
-            raise StorageError(
-                f"link_ttl_seconds must be between 1 and {MAX_SIGNED_URL_TTL} (the limit of v4 signed URLs)"
-            )
+        # Private objects are linked through the API (`links`): the bucket's own signed URLs end
+        # in several hundred characters of query, which Android would take into the file name.
+        self._links = None if public_links else links
         emulator = os.environ.get(EMULATOR_ENV)
         if emulator and not emulator.startswith(("http://", "https://")):
             raise StorageError(f"{EMULATOR_ENV} must include the scheme, e.g. http://127.0.0.1:9023 (got {emulator!r})")
         self._bucket_name = bucket_name
         self._public_links = public_links
-        self._ttl = int(link_ttl_seconds)
         self._timeout = timeout
         self._credential = SelfSignedCredential(Path(credentials_path))
         options: dict[str, Any] = {"storageBucket": bucket_name}
@@ -165,7 +170,7 @@ class FirebaseObjectStore(ObjectStore):
             bucket_name=settings.firebase_bucket,
             project_id=settings.firebase_project_id,
             public_links=settings.public_links,
-            link_ttl_seconds=settings.link_ttl_seconds,
+            links=None if settings.public_links else _api_links(settings),
             retry_policy=RetryPolicy(attempts=settings.retry_attempts, base_delay=settings.retry_base_delay),
         )
 
@@ -271,14 +276,6 @@ class FirebaseObjectStore(ObjectStore):
             blob.make_public(timeout=self._timeout, retry=None)
 
     def _url(self, key: str) -> str:
-        blob = self._bucket.blob(key)
         if self._public_links:  # made public when stored: the link is only a string
-            return str(blob.public_url)
-        with _translated(f"signing a link to {key!r}"):
-            url = blob.generate_signed_url(
-                version="v4",
-                expiration=timedelta(seconds=self._ttl),
-                method="GET",
-                credentials=self._credential.get_credential(),
-            )
-        return str(url)
+            return str(self._bucket.blob(key).public_url)
+        return self.signed_url(key)

@@ -15,9 +15,7 @@ from ghostouch.storage.errors import ObjectNotFound, StorageError, TransientErro
 from ghostouch.storage.keys import is_valid_key, validate_key
 from ghostouch.storage.retry import RetryPolicy
 from ghostouch.storage.settings import StorageSettings
-from ghostouch.storage.signing import LinkInvalid, sign_path, verify_link
-
-SIGNED_PREFIX = "dl"  # signed links: /dl/{expires}/{sig}/{key}; public ones: /files/{key}
+from ghostouch.storage.signing import DownloadLinks
 
 # Temporary files carry a '~', which no valid key segment can contain, so they never show
 # up in listings and can never collide with an object.
@@ -70,10 +68,9 @@ class LocalObjectStore(ObjectStore):
             raise StorageError("link_ttl_seconds must be positive")
         self._root = Path(root)
         self._public_url = public_url.rstrip("/")
-        self._secret = bytes(signing_secret)
-        self._ttl = int(link_ttl_seconds)
         self._public_links = public_links
-        self._clock = clock
+        if not public_links:
+            self._links = DownloadLinks(public_url, bytes(signing_secret), int(link_ttl_seconds), clock)
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> LocalObjectStore:
@@ -108,17 +105,12 @@ class LocalObjectStore(ObjectStore):
         return path
 
     def authorize_download(self, key: str, expires: str | int | None, sig: str | None) -> None:
-        """Check the query of a ``/files/{key}`` request (`LinkError` if refused).
-
-        With public links every request is allowed; otherwise `expires` and `sig` must form
-        a valid, unexpired signature made by this store.
-        """
+        """With public links every request for a valid key is allowed (`/files/{key}`);
+        otherwise the link must be one of this store's, unexpired."""
         if self._public_links:
             validate_key(key)
             return
-        if expires is None or sig is None:
-            raise LinkInvalid("missing expires or sig")
-        verify_link(key, expires, sig, self._secret, now=self._clock())
+        super().authorize_download(key, expires, sig)
 
     # ------------------------------------------------------------------ primitives
 
@@ -213,10 +205,6 @@ class LocalObjectStore(ObjectStore):
         return keys
 
     def _url(self, key: str) -> str:
-        base = f"{self._public_url}/files/{key}"
         if self._public_links:
-            return base
-        expires, sig = sign_path(key, self._secret, self._ttl, now=self._clock())
-        # The signature goes in the path, so the last segment is the file name: Android saves
-        # the download under everything after the URL's last "/".
-        return f"{self._public_url}/{SIGNED_PREFIX}/{expires}/{sig}/{key}"
+            return f"{self._public_url}/files/{key}"
+        return self.signed_url(key)

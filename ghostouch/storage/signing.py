@@ -1,7 +1,10 @@
-"""Expiring download links for the local backend (HMAC-SHA256 over key and expiry).
+"""Expiring download links answered by the API (HMAC-SHA256 over key and expiry), for every
+storage backend.
 
-A link looks like ``{public_url}/files/{key}?expires=<unix seconds>&sig=<64 hex chars>``, so the
-object's file name stays the last path segment of the URL.
+A link looks like ``{public_url}/dl/<unix seconds>/<64 hex chars>/{key}``: the signature sits in
+the path, so the object's file name is the URL's last segment, all of it. Android saves a
+download under everything after the last "/"; a bucket's own signed URLs put several hundred
+characters of query there, beyond the 255 bytes a file name may have.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import hashlib
 import hmac
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ghostouch.storage.keys import validate_key
 
@@ -80,3 +85,33 @@ def verify_link(key: str, expires: int | str, sig: str, secret: bytes, now: floa
     current = time.time() if now is None else now
     if current >= expires_at:
         raise LinkExpired(f"link expired at {expires_at}")
+
+
+SIGNED_PREFIX = "dl"  # the API route of signed links: /dl/{expires}/{sig}/{key}
+
+
+@dataclass(frozen=True)
+class DownloadLinks:
+    """Signed, expiring links to stored objects, answered by the API's `/dl` route."""
+
+    public_url: str  # where phones reach the API, e.g. "https://api.example.com"
+    secret: bytes
+    ttl_seconds: int
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        if not self.public_url.startswith(("http://", "https://")):
+            raise ValueError(f"public_url must be an absolute http(s) URL, got {self.public_url!r}")
+        _check_secret(self.secret)
+        if self.ttl_seconds <= 0:
+            raise ValueError("link_ttl_seconds must be positive")
+
+    def url(self, key: str) -> str:
+        expires, sig = sign_path(key, self.secret, self.ttl_seconds, now=self.clock())
+        return f"{self.public_url.rstrip('/')}/{SIGNED_PREFIX}/{expires}/{sig}/{key}"
+
+    def check(self, key: str, expires: str | int | None, sig: str | None) -> None:
+        """Raise `LinkInvalid` or `LinkExpired` unless `expires` and `sig` sign `key` and are current."""
+        if expires is None or sig is None:
+            raise LinkInvalid("missing expires or sig")
+        verify_link(key, expires, sig, self.secret, now=self.clock())
