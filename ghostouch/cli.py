@@ -68,8 +68,9 @@ def _unusable_registry(url: str, exc: BaseException) -> ConfigError:
 
 
 def _check_services(settings: Settings, storage: bool = True) -> None:
-    """The registry database answers (its schema brought up to date) and the store can be built:
-    a setting that cannot work stops the command with one line, not a traceback at the first job."""
+    """The registry database answers (its schema brought up to date) and the store takes a probe
+    object (written, read back, deleted): a setting that cannot work (a wrong bucket, a storage
+    that does not answer) stops the command with one line, not a worker failing every job."""
     from ghostouch.registry.db import migrate
     from ghostouch.storage import StorageError, build_store
 
@@ -79,7 +80,11 @@ def _check_services(settings: Settings, storage: bool = True) -> None:
         raise _unusable_registry(settings.resolved_database_url, exc) from None
     if storage:
         try:
-            build_store(settings.storage_settings()).close()
+            store = build_store(settings.storage_settings())
+            try:
+                store.check_writable()
+            finally:
+                store.close()
         except StorageError as exc:
             raise ConfigError(f"GHOSTOUCH_STORAGE={settings.storage}: {exc}") from None
 

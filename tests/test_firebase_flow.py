@@ -68,6 +68,13 @@ def test_serve_with_firebase_storage(tmp_path: Path, gcs_emulator: Emulator, ser
         names = [item["name"] for item in listing.get("items", [])]
         assert any(n.endswith(".tflite") for n in names) and any(n.startswith("samples/") for n in names)
 
+        gateway.hang()  # the bucket takes requests and never answers
+        for _ in range(2):  # the second probe awaits the first one's storage check, not a new one
+            started = time.monotonic()
+            ready = httpx.get(f"{url}/readyz", timeout=60)
+            assert ready.status_code == 503 and ready.json()["checks"]["storage"] == "no answer within 4 s"
+            assert ready.json()["checks"]["database"] == "ok" and time.monotonic() - started < 8
+        gateway.hang(False)
         gateway.cut()
         status = httpx.get(f"{url}/status/{r.json()['task_id']}", timeout=60)
         assert status.status_code == 200 and status.json()["result"]["tflite_url"]  # signing needs no bucket
@@ -151,3 +158,40 @@ def test_a_job_stuck_on_a_storage_that_stopped_answering_ends_at_its_time_limit(
         worker.stop_all()
         api.stop_all()
         gateway.cut()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("FIREBASE_STORAGE_BUCKET", "no-such-bucket", "Firebase bucket 'no-such-bucket' is not usable"),
+        ("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}", "is not usable"),
+    ],
+)
+def test_a_worker_whose_bucket_cannot_be_used_does_not_start(
+    tmp_path: Path,
+    redis_url: str,
+    gcs_emulator: Emulator,
+    service_account: ServiceAccount,
+    variable: str,
+    value: str,
+    message: str,
+) -> None:
+    """Else it would report ready, take users' jobs and fail each of them."""
+    env = service_env(tmp_path / "data", spare_redis_url(redis_url), free_port())
+    env.update(
+        {
+            "GHOSTOUCH_STORAGE": "firebase",
+            "FIREBASE_CREDENTIALS": str(service_account.path),
+            "FIREBASE_STORAGE_BUCKET": gcs_emulator.bucket,
+            "GHOSTOUCH_FIREBASE_PROJECT_ID": gcs_emulator.project,
+            "STORAGE_EMULATOR_HOST": gcs_emulator.url,
+            variable: value,
+        }
+    )
+    (tmp_path / "data").mkdir()
+    started = time.monotonic()
+    done = Service(tmp_path / "data", env, 0).cli("worker", "--no-ensure-base", timeout=120)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ghostouch worker: GHOSTOUCH_STORAGE=firebase: ") and message in last, done.stderr
+    assert "Traceback" not in done.stderr and time.monotonic() - started < 60

@@ -154,6 +154,9 @@ def test_jobs_and_idempotency_keys(db_url: str) -> None:
     job_records.set_job(db_url, job["task_id"], status="FAILURE", error_info="why")
     stored = job_records.get_job(db_url, job["task_id"])
     assert stored is not None and stored["status"] == "FAILURE" and stored["error_info"] == "why"
+    # Ids no job can have are simply not found (PostgreSQL refuses a NUL in a query outright).
+    for nonsense in ("", "abc\x00def", "\x00", job["task_id"] + "\x00", "x" * 65, "../etc", "a b"):
+        assert job_records.get_job(db_url, nonsense) is None
 
 
 def test_concurrent_idempotent_submissions_create_one_job(db_url: str) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -23,31 +26,74 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _checks(state: ApiState) -> dict[str, Any]:
-    checks: dict[str, Any] = {}
+# A probe must answer within seconds, whatever hangs behind it: each check runs in a thread of
+# its own, and one still running from an earlier probe is awaited rather than started again, so a
+# storage that stopped answering neither stalls `/readyz` nor piles up threads.
+PROBE_SECONDS = 4.0
+_pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="readyz")
+_running: dict[tuple[int, str], Future[dict[str, Any]]] = {}
+_lock = threading.Lock()
+
+
+def _database(state: ApiState) -> dict[str, Any]:
     try:
         with get_engine(state.db_url).connect() as conn:
             conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
+        return {"database": "ok"}
     except Exception as exc:
-        checks["database"] = f"unreachable: {type(exc).__name__}"
+        return {"database": f"unreachable: {type(exc).__name__}"}
+
+
+def _broker(state: ApiState) -> dict[str, Any]:
     try:
         with state.celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
-        checks["broker"] = "ok"
         replies = state.celery.control.ping(timeout=1.0) or []
         nodes = sorted(node for reply in replies for node in reply)
         warm = warm_nodes(state.celery, nodes)
-        checks["workers"] = len(nodes) if nodes else "no worker answered"
-        checks["warm_workers"] = len(warm) if warm else ("warming up" if nodes else 0)
+        return {
+            "broker": "ok",
+            "workers": len(nodes) if nodes else "no worker answered",
+            "warm_workers": len(warm) if warm else ("warming up" if nodes else 0),
+        }
     except Exception as exc:
-        checks["broker"] = f"unreachable: {type(exc).__name__}"
-        checks["workers"] = checks["warm_workers"] = "unknown"
+        return {"broker": f"unreachable: {type(exc).__name__}", "workers": "unknown", "warm_workers": "unknown"}
+
+
+def _storage(state: ApiState) -> dict[str, Any]:
     try:
         state.store.check_writable()
-        checks["storage"] = "ok"
+        return {"storage": "ok"}
     except Exception as exc:
-        checks["storage"] = f"not writable: {exc}"
+        return {"storage": f"not writable: {exc}"}
+
+
+# Each check, and the entries of `checks` it fills.
+CHECKS: dict[str, tuple[Callable[[ApiState], dict[str, Any]], tuple[str, ...]]] = {
+    "database": (_database, ("database",)),
+    "broker": (_broker, ("broker", "workers", "warm_workers")),
+    "storage": (_storage, ("storage",)),
+}
+
+
+def _started(state: ApiState, name: str) -> Future[dict[str, Any]]:
+    check = CHECKS[name][0]
+    with _lock:
+        running = _running.get((id(state), name))
+        if running is None or running.done():
+            running = _running[(id(state), name)] = _pool.submit(check, state)
+    return running
+
+
+def _checks(state: ApiState) -> dict[str, Any]:
+    futures = {name: _started(state, name) for name in CHECKS}
+    wait(futures.values(), timeout=PROBE_SECONDS)
+    checks: dict[str, Any] = {}
+    for name, future in futures.items():
+        if future.done():
+            checks.update(future.result())
+        else:
+            checks.update({key: f"no answer within {PROBE_SECONDS:.0f} s" for key in CHECKS[name][1]})
     return checks
 
 

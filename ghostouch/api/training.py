@@ -242,7 +242,7 @@ def status(
     owner: Annotated[str, Depends(current_owner)],
 ) -> StatusResponse:
     """The job's state; on SUCCESS `result` holds a fresh `tflite_url` and the new `model_code`."""
-    job = job_records.get_job(state.db_url, task_id) if len(task_id) <= 64 else None
+    job = job_records.get_job(state.db_url, task_id)
     if job is None or job["owner"] != owner:
         raise not_found(f"no training job with task_id {quoted(task_id)}")
     result = None

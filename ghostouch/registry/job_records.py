@@ -8,6 +8,7 @@ compare-and-set updates, so racing workers and sweepers never run or finish a jo
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -72,7 +73,13 @@ def find_job_by_key(db_url: str, owner: str, key: str) -> dict[str, Any] | None:
         return job_dict(job) if job else None
 
 
+_TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def get_job(db_url: str, task_id: str) -> dict[str, Any] | None:
+    """The job, or None (also for ids no job can have: PostgreSQL refuses a NUL in a query)."""
+    if not _TASK_ID.fullmatch(task_id):
+        return None
     with session_scope(db_url) as s:
         job = s.get(Job, task_id)
         return job_dict(job) if job else None
