@@ -26,21 +26,26 @@ from tests.conftest import (
 from tests.gcs_fixtures import Emulator, FirebaseStoreFactory, Gateway, ServiceAccount
 
 
+def firebase_env(
+    env: dict[str, str], emulator: Emulator, account: ServiceAccount, storage_url: str | None = None
+) -> dict[str, str]:
+    """`env` set up for the emulator's bucket, reached at `storage_url` (default: directly)."""
+    return {
+        **env,
+        "GHOSTOUCH_STORAGE": "firebase",
+        "FIREBASE_CREDENTIALS": str(account.path),
+        "FIREBASE_STORAGE_BUCKET": emulator.bucket,
+        "GHOSTOUCH_FIREBASE_PROJECT_ID": emulator.project,
+        "STORAGE_EMULATOR_HOST": storage_url or emulator.url,
+    }
+
+
 def test_serve_with_firebase_storage(tmp_path: Path, gcs_emulator: Emulator, service_account: ServiceAccount) -> None:
     """The whole flow through the bucket; then the bucket goes away: finished jobs still answer,
     and new requests get a JSON 503 in seconds, not a bare 500 after minutes."""
     gateway = Gateway(gcs_emulator.url.removeprefix("http://"))
     port = free_port()
-    env = service_env(tmp_path / "data", None, port)
-    env.update(
-        {
-            "GHOSTOUCH_STORAGE": "firebase",
-            "FIREBASE_CREDENTIALS": str(service_account.path),
-            "FIREBASE_STORAGE_BUCKET": gcs_emulator.bucket,
-            "GHOSTOUCH_FIREBASE_PROJECT_ID": gcs_emulator.project,
-            "STORAGE_EMULATOR_HOST": gateway.url,
-        }
-    )
+    env = firebase_env(service_env(tmp_path / "data", None, port), gcs_emulator, service_account, gateway.url)
     proc = start_serve(env, port, tmp_path / "serve.log")
     url = f"http://127.0.0.1:{port}"
     try:
@@ -121,17 +126,8 @@ def test_a_job_stuck_on_a_storage_that_stopped_answering_ends_at_its_time_limit(
     trains the next job."""
     gateway = Gateway(gcs_emulator.url.removeprefix("http://"))
     port = free_port()
-    env = service_env(tmp_path / "data", spare_redis_url(redis_url), port)
-    env.update(
-        {
-            "GHOSTOUCH_STORAGE": "firebase",
-            "FIREBASE_CREDENTIALS": str(service_account.path),
-            "FIREBASE_STORAGE_BUCKET": gcs_emulator.bucket,
-            "GHOSTOUCH_FIREBASE_PROJECT_ID": gcs_emulator.project,
-            "STORAGE_EMULATOR_HOST": gcs_emulator.url,
-            "GHOSTOUCH_JOB_TIME_LIMIT_SECONDS": "4",
-        }
-    )
+    env = firebase_env(service_env(tmp_path / "data", spare_redis_url(redis_url), port), gcs_emulator, service_account)
+    env["GHOSTOUCH_JOB_TIME_LIMIT_SECONDS"] = "4"
     (tmp_path / "data").mkdir()
     api = Service(tmp_path / "data", env, port, logs=tmp_path)
     worker = Service(tmp_path / "data", {**env, "STORAGE_EMULATOR_HOST": gateway.url}, port, logs=tmp_path)
@@ -178,16 +174,7 @@ def test_a_worker_whose_bucket_cannot_be_used_does_not_start(
 ) -> None:
     """Else it would report ready, take users' jobs and fail each of them."""
     env = service_env(tmp_path / "data", spare_redis_url(redis_url), free_port())
-    env.update(
-        {
-            "GHOSTOUCH_STORAGE": "firebase",
-            "FIREBASE_CREDENTIALS": str(service_account.path),
-            "FIREBASE_STORAGE_BUCKET": gcs_emulator.bucket,
-            "GHOSTOUCH_FIREBASE_PROJECT_ID": gcs_emulator.project,
-            "STORAGE_EMULATOR_HOST": gcs_emulator.url,
-            variable: value,
-        }
-    )
+    env = {**firebase_env(env, gcs_emulator, service_account), variable: value}
     (tmp_path / "data").mkdir()
     started = time.monotonic()
     done = Service(tmp_path / "data", env, 0).cli("worker", "--no-ensure-base", timeout=120)
