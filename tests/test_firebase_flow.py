@@ -122,8 +122,8 @@ def test_a_job_stuck_on_a_storage_that_stopped_answering_ends_at_its_time_limit(
     tmp_path: Path, redis_url: str, gcs_emulator: Emulator, service_account: ServiceAccount
 ) -> None:
     """The worker's bucket takes requests and never answers: the job ends FAILURE at its time
-    limit, saying so, with nothing published; once the bucket answers again the same worker
-    trains the next job."""
+    limit, saying so, with nothing published; once the bucket answers again, the app's retry of
+    the same request (same Idempotency-Key) runs that job again, on the same worker."""
     gateway = Gateway(gcs_emulator.url.removeprefix("http://"))
     port = free_port()
     env = firebase_env(service_env(tmp_path / "data", spare_redis_url(redis_url), port), gcs_emulator, service_account)
@@ -138,18 +138,23 @@ def test_a_job_stuck_on_a_storage_that_stopped_answering_ends_at_its_time_limit(
         api.wait_ready(180)
         gateway.hang()
         frames = hands.generate_recording("three", 100, rng, handedness=1.0).tolist()
-        sent = httpx.post(f"{api.url}/train", json={"model_code": "base_v1", "gesture": "three", "landmarks": frames})
+        request = {"model_code": "base_v1", "gesture": "three", "landmarks": frames}
+        retry_key = {"Idempotency-Key": "three-1"}
+        sent = httpx.post(f"{api.url}/train", json=request, headers=retry_key)
         started = time.monotonic()
         body, _ = poll_like_android(api.url, sent.json()["task_id"], timeout=60)
         took = time.monotonic() - started
         assert body["status"] == "FAILURE", body
         assert body["error_info"].startswith("the job did not finish within its time limit (4 s, at: "), body
+        assert body["error_detail"] == {"retryable": True}
         assert took < 20, took  # a request to the bucket gives up after 20 s: the limit stopped it
         assert httpx.get(f"{api.url}/models").json()["models"] == []  # nothing published
         gateway.hang(False)
-        again = httpx.post(f"{api.url}/train", json={"model_code": "base_v1", "gesture": "three", "landmarks": frames})
+        again = httpx.post(f"{api.url}/train", json=request, headers=retry_key)
+        assert again.status_code == 202 and again.json()["task_id"] == sent.json()["task_id"], again.text
+        assert again.json()["status"] == "PENDING"
         body, _ = poll_like_android(api.url, again.json()["task_id"], timeout=90)
-        assert body["status"] == "SUCCESS", body
+        assert body["status"] == "SUCCESS" and body["error_detail"] is None, body
     finally:
         worker.stop_all()
         api.stop_all()

@@ -154,6 +154,10 @@ def test_jobs_and_idempotency_keys(db_url: str) -> None:
     job_records.set_job(db_url, job["task_id"], status="FAILURE", error_info="why")
     stored = job_records.get_job(db_url, job["task_id"])
     assert stored is not None and stored["status"] == "FAILURE" and stored["error_info"] == "why"
+    # A retry of the request puts a failed job back in the queue, once however many retries race.
+    assert job_records.queue_again(db_url, job["task_id"]) and not job_records.queue_again(db_url, job["task_id"])
+    again_pending = job_records.get_job(db_url, job["task_id"])
+    assert again_pending is not None and again_pending["status"] == "PENDING" and again_pending["error_info"] is None
     # Ids no job can have are simply not found (PostgreSQL refuses a NUL in a query outright).
     for nonsense in ("", "abc\x00def", "\x00", job["task_id"] + "\x00", "x" * 65, "../etc", "a b"):
         assert job_records.get_job(db_url, nonsense) is None

@@ -166,7 +166,7 @@ def queue_job(
     """Store the frames, record a PENDING job and put it on the queue (503 if the queue is down).
 
     With an `idempotency_key` this owner already used, the original job is answered instead: for
-    the same request only (422 otherwise), and queued again if the queue was down the first time.
+    the same request only (422 otherwise), and queued again if it failed for a passing reason.
     """
     request: dict[str, Any] = {"kind": kind, "parent_code": parent_code, "gesture": gesture, "options": options}
     if idempotency_key:
@@ -216,11 +216,11 @@ def _replay(state: ApiState, job: dict[str, Any], request: dict[str, Any], key: 
             f"Idempotency-Key {quoted(key)} was already used for another request (task {job['task_id']}; "
             f"this one differs in {', '.join(differing)}); send a new key for a new request"
         )
-    if job["status"] == "FAILURE" and (job["error_detail"] or {}).get("queue_unavailable"):
-        job_records.set_job(
-            state.db_url, job["task_id"], status="PENDING", current_step="queued", error_info=None, error_detail=None
-        )
-        _enqueue(state, job["task_id"])
+    detail = job["error_detail"] or {}
+    if job["status"] == "FAILURE" and (detail.get("queue_unavailable") or detail.get("retryable")):
+        # It failed for a passing reason (the queue, the store, a time limit): the retry runs it again.
+        if job_records.queue_again(state.db_url, job["task_id"]):
+            _enqueue(state, job["task_id"])
         job = {**job, "status": "PENDING"}
     return job
 

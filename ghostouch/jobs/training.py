@@ -91,8 +91,11 @@ def _run_claimed(ctx: WorkerContext, job: dict[str, Any], engine_config: EngineC
         clock.lap(text)
         _set(ctx, job, current_step=text)
 
-    def fail(reason: str) -> None:
-        _set(ctx, job, status="FAILURE", current_step="failed", error_info=reason)
+    def fail(reason: str, retryable: bool = False) -> None:
+        # `retryable`: a passing fault (the store, a hang, a bug hit by chance); the same request
+        # sent again with its Idempotency-Key runs this job again (api/training._replay).
+        detail = {"retryable": True} if retryable else None
+        _set(ctx, job, status="FAILURE", current_step="failed", error_info=reason, error_detail=detail)
 
     try:
         _train(ctx, job, step, engine_config or EngineConfig(), clock)
@@ -107,14 +110,17 @@ def _run_claimed(ctx: WorkerContext, job: dict[str, Any], engine_config: EngineC
         fail("the parent model's stored files are missing; train from another model")
     except StorageError as exc:  # the details (keys, bucket, HTTP errors) are for the log
         log.warning("job %s: storage failed: %s", job["task_id"], exc)
-        fail("the model storage is unavailable; please retry")
+        fail("the model storage is unavailable; please retry", retryable=True)
     except SoftTimeLimitExceeded:  # a call that hung (storage, database); nothing was published
         limit = ctx.settings.job_time_limit_seconds
         log.error("job %s: stopped after %.0f s, its time limit (%s)", job["task_id"], limit, clock.current)
-        fail(f"the job did not finish within its time limit ({limit:.0f} s, at: {clock.current}); please retry")
+        fail(
+            f"the job did not finish within its time limit ({limit:.0f} s, at: {clock.current}); please retry",
+            retryable=True,
+        )
     except Exception as exc:
         log.exception("training job %s failed", job["task_id"])
-        fail(f"internal error while training ({type(exc).__name__}); please retry")
+        fail(f"internal error while training ({type(exc).__name__}); please retry", retryable=True)
 
 
 class StepClock:

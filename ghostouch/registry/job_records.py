@@ -185,6 +185,23 @@ def _give_up(s: Session, job: Job, condition: Any) -> None:
     _set_where(s, job.task_id, condition, status="FAILURE", current_step="failed", error_info=message)
 
 
+def queue_again(db_url: str, task_id: str) -> bool:
+    """A FAILURE job back to PENDING, for a retry of its request; True for the one caller whose
+    compare-and-set took it (concurrent retries queue it once)."""
+    with session_scope(db_url) as s:
+        return _set_where(
+            s,
+            task_id,
+            Job.status == "FAILURE",
+            status="PENDING",
+            current_step="queued",
+            error_info=None,
+            error_detail=None,
+            attempts=0,
+            claimed_by=None,
+        )
+
+
 def _set_where(s: Session, task_id: str, condition: Any, **values: Any) -> bool:
     """UPDATE one job WHERE `condition`: True when it matched (a compare-and-set in SQL)."""
     result = s.execute(
