@@ -159,8 +159,13 @@ class Settings(BaseSettings):
                 tmp.unlink(missing_ok=True)
         return bytes.fromhex(path.read_text().strip())
 
-    def storage_settings(self) -> StorageSettings:
+    def storage_settings(self, answering_phones: bool = False) -> StorageSettings:
+        """`answering_phones`: the API's store, whose calls happen while a phone waits for an
+        answer (Android gives up after about 10 s): shorter timeouts, so a bucket that hangs gives
+        a 503 in time. Workers and commands keep the longer ones."""
         return StorageSettings(
+            request_timeout=4.0 if answering_phones else 20.0,
+            retry_deadline=4.0 if answering_phones else 30.0,
             backend=self.storage,
             data_dir=self.data_dir,
             public_url=self.resolved_public_url,

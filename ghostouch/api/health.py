@@ -29,7 +29,7 @@ def healthz() -> dict[str, str]:
 # A probe must answer within seconds, whatever hangs behind it: each check runs in a thread of
 # its own, and one still running from an earlier probe is awaited rather than started again, so a
 # storage that stopped answering neither stalls `/readyz` nor piles up threads.
-PROBE_SECONDS = 4.0
+PROBE_SECONDS = 3.0
 _pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="readyz")
 _running: dict[tuple[int, str], Future[dict[str, Any]]] = {}
 _lock = threading.Lock()

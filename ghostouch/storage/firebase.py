@@ -171,7 +171,8 @@ class FirebaseObjectStore(ObjectStore):
             project_id=settings.firebase_project_id,
             public_links=settings.public_links,
             links=None if settings.public_links else _api_links(settings),
-            retry_policy=RetryPolicy(attempts=settings.retry_attempts, base_delay=settings.retry_base_delay),
+            retry_policy=settings.retry_policy(),
+            timeout=settings.request_timeout,
         )
 
     @property

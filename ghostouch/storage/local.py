@@ -80,7 +80,7 @@ class LocalObjectStore(ObjectStore):
             signing_secret=settings.signing_secret,
             link_ttl_seconds=settings.link_ttl_seconds,
             public_links=settings.public_links,
-            retry_policy=RetryPolicy(attempts=settings.retry_attempts, base_delay=settings.retry_base_delay),
+            retry_policy=settings.retry_policy(),
         )
 
     @property

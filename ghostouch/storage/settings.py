@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ghostouch.storage.retry import RetryPolicy
+
 
 @dataclass(frozen=True, kw_only=True)
 class StorageSettings:
@@ -21,3 +23,8 @@ class StorageSettings:
     firebase_project_id: str | None = None
     retry_attempts: int = 4
     retry_base_delay: float = 0.2
+    retry_deadline: float = 30.0  # no new attempt starts after this many seconds
+    request_timeout: float = 20.0  # one request to a bucket
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.retry_attempts, base_delay=self.retry_base_delay, deadline=self.retry_deadline)
