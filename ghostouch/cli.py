@@ -254,7 +254,7 @@ def cmd_storage_sweep(args: argparse.Namespace) -> int:
     are deleted (a job still publishing has written its files within its time limit)."""
     from ghostouch.publishing import LeftoverSweep, SweepRefused
     from ghostouch.registry.db import has_registry
-    from ghostouch.storage import build_store
+    from ghostouch.storage import LocalObjectStore, build_store
 
     settings = _apply_overrides(args, create_data_dir=False)
     url = settings.resolved_database_url
@@ -278,6 +278,11 @@ def cmd_storage_sweep(args: argparse.Namespace) -> int:
     print(f"deleted {len(deleted)} model file(s) no version refers to in {store.description}")
     for key in deleted:
         print(f"  {key}")
+    if isinstance(store, LocalObjectStore):
+        unfinished = store.remove_stale_temp_files(min_age)
+        print(f"deleted {len(unfinished)} temporary file(s) of writes that never finished")
+        for name in unfinished:
+            print(f"  {name}")
     return 0
 
 

@@ -170,8 +170,12 @@ def test_storage_sweep_command_deletes_only_leftovers(tmp_path: Path) -> None:
     _publish(db_url, FlakyStore(data / "objects", "never", failures=0), "mkept")
     young = sweep()  # by default, files as young as a job may run are kept
     assert young.returncode == 0 and "deleted 0 model file(s)" in young.stdout and stray.exists(), young.stderr
+    unfinished = stray.parent / ".mgone.tflite.x1y2z3~tmp"  # a write killed half-way, long ago
+    unfinished.write_bytes(b"half")
+    os.utime(unfinished, (time.time() - 3600, time.time() - 3600))
     done = sweep("--min-age", "0")
     assert done.returncode == 0, done.stderr
+    assert "deleted 1 temporary file(s)" in done.stdout and not unfinished.exists()
     assert "deleted 1 model file(s)" in done.stdout and "models/mgone/00000001/mgone.tflite" in done.stdout
     assert not stray.exists() and foreign.exists()
     assert len(list((data / "objects" / "models" / "mkept").rglob("*.*"))) == 4

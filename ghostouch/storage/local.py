@@ -104,6 +104,19 @@ class LocalObjectStore(ObjectStore):
             raise ObjectNotFound(f"object {key!r} not found in {self.description}")
         return path
 
+    def remove_stale_temp_files(self, older_than_s: float) -> list[str]:
+        """Delete the temporary files of writes that never finished (a process killed while
+        writing) last touched more than `older_than_s` ago; returns their paths, relative to the
+        store. A write takes seconds, so an older one is nobody's."""
+        cutoff = time.time() - older_than_s
+        removed = []
+        for path in self._root.rglob(f".*{_TMP_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path.relative_to(self._root).as_posix())
+        return sorted(removed)
+
     def authorize_download(self, key: str, expires: str | int | None, sig: str | None) -> None:
         """With public links every request for a valid key is allowed (`/files/{key}`);
         otherwise the link must be one of this store's, unexpired."""

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -293,3 +294,18 @@ def test_store_retries_transient_failures(tmp_path: Path) -> None:
         store.put_bytes("b.bin", b"data")
     assert store.writes == 4
     assert not store.exists("b.bin")
+
+
+def test_temporary_files_of_unfinished_writes_are_removed_once_stale(store: LocalObjectStore, tmp_path: Path) -> None:
+    """A process killed while writing leaves its temporary file; the storage sweep removes those
+    older than any write can take, and nothing else."""
+    store.put_bytes("models/m1/aa/m1.tflite", b"model")
+    folder = store.local_path("models/m1/aa/m1.tflite").parent
+    stale, fresh = folder / ".m1.tflite.abc123~tmp", folder / ".m1.tflite.def456~tmp"
+    stale.write_bytes(b"half a model")
+    fresh.write_bytes(b"a write under way")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    assert store.remove_stale_temp_files(600) == ["models/m1/aa/.m1.tflite.abc123~tmp"]
+    assert not stale.exists() and fresh.exists() and store.get_bytes("models/m1/aa/m1.tflite") == b"model"
+    assert store.remove_stale_temp_files(600) == []
