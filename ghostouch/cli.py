@@ -101,7 +101,10 @@ def _ensure_base_in_subprocess(settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from ghostouch.api.server import raise_open_file_limit
+
     settings = _apply_overrides(args)
+    raise_open_file_limit()  # before the workers and broker start: they inherit it
     # SIGTERM (systemd, docker stop) and SIGHUP (a closed terminal) end `serve` as Ctrl-C does,
     # through the `finally` below that stops the workers and the broker. (uvicorn handles them
     # while it serves, then raises them again once it has stopped: they arrive here.)
@@ -146,6 +149,7 @@ def _run_api(settings: Settings) -> int:
     import uvicorn
 
     from ghostouch.api.app import create_app
+    from ghostouch.api.server import IdleClosingProtocol
 
     log.info("API on http://%s:%s (downloads via %s)", settings.host, settings.port, settings.resolved_public_url)
     if settings.listens_everywhere and not settings.public_url and settings.storage == "local":
@@ -160,12 +164,16 @@ def _run_api(settings: Settings) -> int:
         port=settings.port,
         log_level=settings.log_level.lower(),
         proxy_headers=True,
+        http=IdleClosingProtocol,
     )
     return 0
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    from ghostouch.api.server import raise_open_file_limit
+
     settings = _apply_overrides(args)
+    raise_open_file_limit()
     if not settings.broker_url:
         print(
             "ghostouch api needs GHOSTOUCH_BROKER_URL=redis://host:port/db (or use `ghostouch serve`)", file=sys.stderr

