@@ -14,21 +14,21 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ghostouch.api.errors import bad_request, error_responses, not_found
+from ghostouch.api.errors import error_responses, not_found
 from ghostouch.api.models import describe, visible_model
 from ghostouch.api.state import ApiState, current_owner, get_state
 from ghostouch.api.training import (
     FRAMES_SCHEMA,
     TrainAccepted,
     accepted,
+    checked_frames,
     clean_gesture_name,
     json_body_schema,
     parse_body,
     queue_job,
     read_json_body,
 )
-from ghostouch.config import MAX_FRAMES, MAX_GESTURE_CHARS, MIN_FRAMES
-from ghostouch.engine.frames import FrameError, check_frames
+from ghostouch.config import MAX_GESTURE_CHARS
 from ghostouch.names import stored_form
 from ghostouch.publishing import publish_model
 from ghostouch.registry import repo
@@ -103,7 +103,7 @@ async def rename_gesture(
 ) -> dict[str, Any]:
     """A new version whose gesture `name` is called `new_name`; same model file, same indices."""
     body = parse_body(RenameRequest, await read_json_body(request))
-    model = visible_model(state, code, owner)
+    model = await run_in_threadpool(visible_model, state, code, owner)
     name = _gesture(model, name).name
     new = clean_gesture_name(body.new_name, field="new_name")
     if new in model.labels:
@@ -128,13 +128,11 @@ async def add_frames(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> JSONResponse:
     """Queue a new version where gesture `name` is retrained with these extra frames."""
-    body = parse_body(FramesRequest, await read_json_body(request))
-    model = visible_model(state, code, owner)
+    raw = await read_json_body(request)
+    body = await run_in_threadpool(parse_body, FramesRequest, raw)
+    model = await run_in_threadpool(visible_model, state, code, owner)
     name = _gesture(model, name).name
-    try:
-        frames = check_frames(body.landmarks, MIN_FRAMES, MAX_FRAMES)
-    except FrameError as exc:
-        raise bad_request(str(exc)) from None
+    frames = await run_in_threadpool(checked_frames, body.landmarks)
     job = await run_in_threadpool(
         queue_job, state, owner, model.code, name, frames, {"allow_duplicate": True, "refine": True}, idempotency_key
     )
@@ -152,7 +150,7 @@ async def delete_gesture(
     """Queue a new version trained without `name`. Gestures after it move down one index; the
     job's result carries the new label map. (The shipped apps never delete, so the legacy rule of
     stable indices holds for everything they can trigger.)"""
-    model = visible_model(state, code, owner)
+    model = await run_in_threadpool(visible_model, state, code, owner)
     name = _gesture(model, name).name
     if len(model.gestures) <= 2:
         raise HTTPException(409, "a model needs at least two gestures; this one would keep only one")

@@ -89,6 +89,12 @@ async def read_json_body(request: Request) -> Any:
         body = await request.body()
     except ClientDisconnect:  # the client hung up mid-body: nobody to answer, nothing to log
         raise HTTPException(400, "the request body was cut off") from None
+    # Decoding 2 MB of numbers takes tens of milliseconds: not on the event loop, which would
+    # hold every other request (a probe, a poll) behind it.
+    return await run_in_threadpool(_decoded, body)
+
+
+def _decoded(body: bytes) -> Any:
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -100,6 +106,14 @@ async def read_json_body(request: Request) -> Any:
 
 
 Body = TypeVar("Body", bound=BaseModel)
+
+
+def checked_frames(landmarks: Any) -> np.ndarray:
+    """The request's frames as `check_frames` accepts them, or 422 saying what is wrong."""
+    try:
+        return check_frames(landmarks, MIN_FRAMES, MAX_FRAMES)
+    except FrameError as exc:
+        raise bad_request(str(exc)) from None
 
 
 def parse_body(model: type[Body], body: Any, preamble: str = "") -> Body:
@@ -129,12 +143,10 @@ async def train(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> JSONResponse:
     """Queue the training of a child model: the parent's gestures plus this one."""
-    req = parse_body(TrainRequest, await read_json_body(request), "body must be {model_code, gesture, landmarks}: ")
+    body = await read_json_body(request)
+    req = await run_in_threadpool(parse_body, TrainRequest, body, "body must be {model_code, gesture, landmarks}: ")
     gesture = clean_gesture_name(req.gesture)
-    try:
-        frames = check_frames(req.landmarks, MIN_FRAMES, MAX_FRAMES)
-    except FrameError as exc:
-        raise bad_request(str(exc)) from None
+    frames = await run_in_threadpool(checked_frames, req.landmarks)
     parent = await run_in_threadpool(repo.get_model, state.db_url, req.model_code)
     if parent is None and req.model_code == "base_v1":  # a new deployment whose workers have not started
         raise HTTPException(503, "base_v1 is not provisioned yet: the first worker to start trains it; please retry")
