@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     storage: Literal["local", "firebase"] = "local"
     public_links: bool = False
-    link_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    link_ttl_seconds: int = Field(default=24 * 3600, gt=0, le=10 * 365 * 24 * 3600)  # at most 10 years
     # HMAC key for local download links; generated and kept in the data dir when unset.
     signing_secret: str | None = None
     firebase_credentials: Path | None = Field(

@@ -31,6 +31,7 @@ CLOSED_PORT_DB = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
         ("worker", "GHOSTOUCH_MAX_FRAMES_PER_GESTURE", "0", "greater than or equal to 20"),
         ("worker", "GHOSTOUCH_JOB_TIME_LIMIT_SECONDS", "0", "GHOSTOUCH_JOB_TIME_LIMIT_SECONDS='0': Input should be"),
         ("api", "GHOSTOUCH_LINK_TTL_SECONDS", "-100", "GHOSTOUCH_LINK_TTL_SECONDS='-100': Input should be greater"),
+        ("api", "GHOSTOUCH_LINK_TTL_SECONDS", "99999999999999999", "Input should be less than or equal to 315360000"),
         ("api", "GHOSTOUCH_DATABASE_URL", CLOSED_PORT_DB, "cannot use the registry database postgresql://"),
         ("api", "GHOSTOUCH_DATABASE_URL", "notaurl", "GHOSTOUCH_DATABASE_URL: cannot use the registry database"),
         ("worker", "GHOSTOUCH_STORAGE", "firebase", "GHOSTOUCH_STORAGE=firebase: the Firebase backend needs"),
