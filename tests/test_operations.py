@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,3 +111,33 @@ def test_a_registry_database_that_goes_away_gives_503(api_through_a_gateway: tup
         assert answer.json() == {"detail": "the model registry is unavailable; please retry"}
     log = (svc.logs / "api.log").read_text()  # type: ignore[operator]
     assert "registry database unavailable" in log and "Traceback" not in log
+
+
+def test_a_broker_that_stops_answering_gives_503_in_time(tmp_path: Path, redis_url: str) -> None:
+    """The API's Redis takes requests and never answers: `POST /train` answers 503 within what a
+    phone's HTTP client waits (10 s), and the job it recorded is marked for a retry."""
+    broker = spare_redis_url(redis_url)
+    address = broker.removeprefix("redis://").split("/", 1)[0]
+    gateway = Gateway(address)
+    port = free_port()
+    relayed = broker.replace(address, gateway.url.removeprefix("http://"))
+    svc = Service(tmp_path / "data", {**service_env(tmp_path / "data", relayed, port)}, port, logs=tmp_path)
+    svc.data_dir.mkdir()
+    assert svc.cli("base", "ensure").returncode == 0  # base_v1, as a worker would provision it
+    svc.start_api()
+    rng = np.random.default_rng(3)
+    try:
+        first = hands.generate_recording("one", 40, rng, handedness=1.0).tolist()
+        body = {"model_code": "base_v1", "gesture": "one", "landmarks": first, "allow_duplicate": True}
+        assert httpx.post(f"{svc.url}/train", json=body, timeout=30).status_code == 202
+        gateway.hang()
+        body["landmarks"] = hands.generate_recording("one", 40, rng, handedness=1.0).tolist()
+        started = time.monotonic()
+        stuck = httpx.post(f"{svc.url}/train", json=body, timeout=60)
+        waited = time.monotonic() - started
+        assert stuck.status_code == 503 and "training queue is unavailable" in stuck.json()["detail"], stuck.text
+        print(f"POST /train against a hanging broker: 503 after {waited:.1f} s")
+        assert waited < 10, waited
+    finally:
+        svc.stop_all()
+        gateway.cut()

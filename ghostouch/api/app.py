@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db_url = settings.resolved_database_url
         migrate(db_url)
         store = build_store(settings.storage_settings(answering_phones=True))
-        app.state.ghostouch = ApiState(settings, db_url, store, make_celery(settings))
+        app.state.ghostouch = ApiState(settings, db_url, store, make_celery(settings, answering_phones=True))
         try:
             yield
         finally:

@@ -14,8 +14,22 @@ TRAIN_TASK = "ghostouch.train_gesture"
 QUEUE = "ghostouch"
 
 
-def make_celery(settings: Settings) -> Celery:
+# The API's broker calls happen while a phone waits (OkHttp gives up after 10 s): a broker that
+# stops answering costs a request a few waits of this many seconds (one retry of the publish on a
+# new connection; 7.6 s in tests/test_operations.py), then a 503.
+API_BROKER_TIMEOUT_SECONDS = 2.5
+
+
+def make_celery(settings: Settings, answering_phones: bool = False) -> Celery:
     app = Celery("ghostouch", broker=settings.resolved_broker_url, set_as_current=False)
+    transport: dict[str, float] = {"visibility_timeout": 3600}
+    if answering_phones:
+        timeout = API_BROKER_TIMEOUT_SECONDS
+        transport.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+        app.conf.update(
+            broker_connection_timeout=timeout,
+            task_publish_retry_policy={"max_retries": 1, "interval_start": 0},
+        )
     app.conf.update(
         task_default_queue=QUEUE,
         task_ignore_result=True,
@@ -29,7 +43,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_transport_options=transport,
         # A job stuck in a call that never returns (storage, database) is stopped: at the soft
         # limit the task raises `SoftTimeLimitExceeded` (the job ends FAILURE, saying so); if it
         # cannot, the pool process is killed and the job is recovered as abandoned.
