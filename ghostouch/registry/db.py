@@ -25,6 +25,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 _ENGINES: list[Engine] = []  # every engine `get_engine` made in this process
 
 
+PSYCOPG_TIMEOUTS = {"connect_timeout": 5, "tcp_user_timeout": 10_000, "keepalives_idle": 10, "keepalives_interval": 3}
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
@@ -36,7 +39,11 @@ def get_engine(url: str) -> Engine:
     else:
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        engine = create_engine(url, pool_pre_ping=True)
+        # A database that stops answering must not hold requests for minutes: connecting gives up
+        # after 5 s, unacknowledged writes after 10 s (a network gone), and a request waits at
+        # most 5 s for a pooled connection (the others may be stuck on such a database).
+        args = PSYCOPG_TIMEOUTS if url.startswith("postgresql+psycopg://") else {}
+        engine = create_engine(url, pool_pre_ping=True, pool_timeout=5, connect_args=args)
     _ENGINES.append(engine)
     return engine
 
