@@ -145,6 +145,14 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+def guessed_link_host(settings: Settings) -> bool:
+    """Whether the download links name a host guessed from this machine: they are answered by
+    this API (local storage, or Firebase without public links), it listens on every interface,
+    and GHOSTOUCH_PUBLIC_URL does not say where phones reach it."""
+    links_name_this_api = settings.storage == "local" or not settings.public_links  # else: the bucket
+    return settings.listens_everywhere and not settings.public_url and links_name_this_api
+
+
 def _run_api(settings: Settings) -> int:
     import uvicorn
 
@@ -152,7 +160,7 @@ def _run_api(settings: Settings) -> int:
     from ghostouch.api.server import IdleClosingProtocol
 
     log.info("API on http://%s:%s (downloads via %s)", settings.host, settings.port, settings.resolved_public_url)
-    if settings.listens_everywhere and not settings.public_url and settings.storage == "local":
+    if guessed_link_host(settings):
         log.warning(
             "listening on every interface: download links use this host's name (%s); set "
             "GHOSTOUCH_PUBLIC_URL to the address phones reach",

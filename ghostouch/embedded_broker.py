@@ -121,7 +121,11 @@ class EmbeddedBroker:
             )
         self._send(b"SHUTDOWN NOSAVE")
         deadline = time.monotonic() + 5
-        while self.answers():
+        while (answer := self.answers()) is not False:
+            if answer is None:
+                raise RuntimeError(
+                    f"cannot tell whether the broker left on {self.socket_path} stopped: no file descriptor left"
+                )
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the broker left on {self.socket_path} did not shut down; stop it by hand")
             time.sleep(0.05)

@@ -242,3 +242,29 @@ def test_a_client_that_hangs_up_mid_body_leaves_no_error_in_the_log(service: Ser
         f.seek(before)
         written = f.read().decode(errors="replace")
     assert "Traceback" not in written and "ClientDisconnect" not in written, written
+
+
+def test_a_readiness_check_stuck_on_a_frozen_dependency_neither_stalls_the_probe_nor_the_exit() -> None:
+    """The check runs in a daemon thread: the probe answers after its wait, a second probe awaits
+    the same check instead of starting another, and the process can still exit."""
+    import subprocess
+    import sys
+
+    script = """
+import threading, time
+from ghostouch.api import health
+started = []
+def frozen(state):
+    started.append(1)
+    threading.Event().wait()  # a call that never returns
+health.CHECKS = {"database": (frozen, ("database",))}
+state = object()
+t = time.monotonic()
+print(health._checks(state)["database"], round(time.monotonic() - t))
+print(health._checks(state)["database"], len(started))
+"""
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["no answer within 3 s 3", "no answer within 3 s 1"], done.stdout
+    assert time.monotonic() - started < 20

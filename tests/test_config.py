@@ -33,3 +33,12 @@ def test_download_links_never_point_at_the_wildcard_address(tmp_path: Path) -> N
     assert Settings(data_dir=tmp_path, host="127.0.0.1", port=8111).resolved_public_url == "http://127.0.0.1:8111"
     chosen = Settings(data_dir=tmp_path, host="0.0.0.0", public_url="https://models.example.org/")
     assert chosen.resolved_public_url == "https://models.example.org"
+    # ... and `api` warns when it had to guess: for every link the API itself answers.
+    from ghostouch.cli import guessed_link_host
+
+    everywhere = {"data_dir": tmp_path, "host": "0.0.0.0"}
+    assert guessed_link_host(Settings(**everywhere))  # type: ignore[arg-type]
+    assert guessed_link_host(Settings(**everywhere, storage="firebase"))  # type: ignore[arg-type]
+    assert not guessed_link_host(Settings(**everywhere, storage="firebase", public_links=True))  # type: ignore[arg-type]
+    assert not guessed_link_host(Settings(**everywhere, public_url="https://models.example.org"))  # type: ignore[arg-type]
+    assert not guessed_link_host(Settings(data_dir=tmp_path, host="127.0.0.1"))

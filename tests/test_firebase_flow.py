@@ -102,7 +102,7 @@ def test_serve_with_firebase_storage(tmp_path: Path, gcs_emulator: Emulator, ser
         )
         assert refused.status_code == 503, refused.text
         assert refused.json() == {"detail": "the model storage is unavailable; please retry"}
-        assert time.monotonic() - started < 10  # the API's retry deadline (5 s) plus one request's timeout
+        assert time.monotonic() - started < 10  # the API's retry deadline (4 s) plus one request's timeout
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)

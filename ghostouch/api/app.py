@@ -17,6 +17,7 @@ from ghostouch.api.errors import (
     storage_error,
     validation_error,
 )
+from ghostouch.api.health import forget_checks
 from ghostouch.api.limits import BodySizeLimit, HeadAsGet
 from ghostouch.api.state import ApiState
 from ghostouch.config import MAX_BODY_BYTES, Settings, get_settings
@@ -33,10 +34,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db_url = settings.resolved_database_url
         migrate(db_url)
         store = build_store(settings.storage_settings(answering_phones=True))
-        app.state.ghostouch = ApiState(settings, db_url, store, make_celery(settings, answering_phones=True))
+        state = app.state.ghostouch = ApiState(settings, db_url, store, make_celery(settings, answering_phones=True))
         try:
             yield
         finally:
+            forget_checks(state)
             store.close()
 
     app = FastAPI(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -26,11 +26,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-# A probe must answer within seconds, whatever hangs behind it: each check runs in a thread of
-# its own, and one still running from an earlier probe is awaited rather than started again, so a
-# storage that stopped answering neither stalls `/readyz` nor piles up threads.
+# A probe must answer within seconds, whatever hangs behind it: each check runs in a daemon
+# thread of its own (one stuck on a frozen database must not keep the process from exiting), and
+# one still running from an earlier probe of the same app is awaited rather than started again,
+# so a storage that stopped answering neither stalls `/readyz` nor piles up threads.
 PROBE_SECONDS = 3.0
-_pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="readyz")
 _running: dict[tuple[int, str], Future[dict[str, Any]]] = {}
 _lock = threading.Lock()
 
@@ -81,8 +81,20 @@ def _started(state: ApiState, name: str) -> Future[dict[str, Any]]:
     with _lock:
         running = _running.get((id(state), name))
         if running is None or running.done():
-            running = _running[(id(state), name)] = _pool.submit(check, state)
+            running = _running[(id(state), name)] = Future()
+            threading.Thread(target=_run, args=(running, check, state), name=f"readyz-{name}", daemon=True).start()
     return running
+
+
+def _run(future: Future[dict[str, Any]], check: Callable[[ApiState], dict[str, Any]], state: ApiState) -> None:
+    future.set_result(check(state))  # every check turns its own failures into an entry
+
+
+def forget_checks(state: ApiState) -> None:
+    """Drop an app's check records when it shuts down."""
+    with _lock:
+        for key in [key for key in _running if key[0] == id(state)]:
+            del _running[key]
 
 
 def _checks(state: ApiState) -> dict[str, Any]:

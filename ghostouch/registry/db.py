@@ -41,7 +41,8 @@ def get_engine(url: str) -> Engine:
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
         # A database that stops answering must not hold requests for minutes: connecting gives up
         # after 5 s, unacknowledged writes after 10 s (a network gone), and a request waits at
-        # most 5 s for a pooled connection (the others may be stuck on such a database).
+        # most 5 s for a pooled connection. Not covered: a server that still acknowledges packets
+        # but never answers (a frozen host) holds the requests already on its pooled connections.
         args = PSYCOPG_TIMEOUTS if url.startswith("postgresql+psycopg://") else {}
         engine = create_engine(url, pool_pre_ping=True, pool_timeout=5, connect_args=args)
     _ENGINES.append(engine)
