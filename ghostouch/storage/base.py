@@ -17,6 +17,17 @@ from ghostouch.storage.signing import DownloadLinks, LinkInvalid
 
 T = TypeVar("T")
 
+
+def signed_links(
+    public_url: str, secret: bytes, ttl_seconds: int, clock: Callable[[], float] = time.time
+) -> DownloadLinks:
+    """The API's signed links for a store (`StorageError` when the settings cannot make them)."""
+    try:
+        return DownloadLinks(public_url, bytes(secret), int(ttl_seconds), clock)
+    except ValueError as exc:
+        raise StorageError(f"signed links: {exc}") from None
+
+
 log = logging.getLogger(__name__)
 
 PROBE_PREFIX = ".ghostouch-probe"

@@ -29,7 +29,7 @@ from google.auth import exceptions as auth_exc
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.oauth2 import service_account
 
-from ghostouch.storage.base import ObjectStore, sha256_hex
+from ghostouch.storage.base import ObjectStore, sha256_hex, signed_links
 from ghostouch.storage.errors import ObjectNotFound, StorageError, TransientError
 from ghostouch.storage.keys import is_valid_key
 from ghostouch.storage.retry import RetryPolicy, describe
@@ -109,13 +109,6 @@ def _crc32c_b64(data: bytes) -> str:
     return base64.b64encode(google_crc32c.Checksum(data).digest()).decode("ascii")
 
 
-def _api_links(settings: StorageSettings) -> DownloadLinks:
-    try:
-        return DownloadLinks(settings.public_url, settings.signing_secret, settings.link_ttl_seconds)
-    except ValueError as exc:
-        raise StorageError(f"signed links: {exc}") from None
-
-
 class FirebaseObjectStore(ObjectStore):
     """Private objects in a Cloud Storage bucket, downloaded through the API's signed links
     (`signing.DownloadLinks`), or public objects with plain bucket URLs (`public_links`)."""
@@ -170,7 +163,9 @@ class FirebaseObjectStore(ObjectStore):
             bucket_name=settings.firebase_bucket,
             project_id=settings.firebase_project_id,
             public_links=settings.public_links,
-            links=None if settings.public_links else _api_links(settings),
+            links=None
+            if settings.public_links
+            else signed_links(settings.public_url, settings.signing_secret, settings.link_ttl_seconds),
             retry_policy=settings.retry_policy(),
             timeout=settings.request_timeout,
         )

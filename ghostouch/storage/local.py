@@ -10,12 +10,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ghostouch.storage.base import ObjectStore
+from ghostouch.storage.base import ObjectStore, signed_links
 from ghostouch.storage.errors import ObjectNotFound, StorageError, TransientError
 from ghostouch.storage.keys import is_valid_key, validate_key
 from ghostouch.storage.retry import RetryPolicy
 from ghostouch.storage.settings import StorageSettings
-from ghostouch.storage.signing import DownloadLinks
 
 # Temporary files carry a '~', which no valid key segment can contain, so they never show
 # up in listings and can never collide with an object.
@@ -60,17 +59,13 @@ class LocalObjectStore(ObjectStore):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(retry_policy=retry_policy, sleep=sleep)
-        if not public_url.startswith(("http://", "https://")):
+        if not public_url.startswith(("http://", "https://")):  # public links are built on it too
             raise StorageError(f"public_url must be an absolute http(s) URL, got {public_url!r}")
-        if not public_links and not signing_secret:
-            raise StorageError("a signing secret is required unless public_links is enabled")
-        if link_ttl_seconds <= 0:
-            raise StorageError("link_ttl_seconds must be positive")
         self._root = Path(root)
         self._public_url = public_url.rstrip("/")
         self._public_links = public_links
         if not public_links:
-            self._links = DownloadLinks(public_url, bytes(signing_secret), int(link_ttl_seconds), clock)
+            self._links = signed_links(public_url, signing_secret, link_ttl_seconds, clock)
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> LocalObjectStore:
