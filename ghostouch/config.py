@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     # The longest a job may run (training, export, publishing): past it the job ends FAILURE
     # saying so, and its process is killed `JOB_KILL_GRACE_SECONDS` later if it does not stop.
     job_time_limit_seconds: float = Field(default=600.0, ge=1)
+    # Jobs that may wait for a worker at once; past it `POST /train` answers 503 with Retry-After
+    # (a job that would start minutes later has lost its user: Android stops polling after 2 min).
+    # 0: no cap.
+    max_waiting_jobs: int = Field(default=200, ge=0)
     # Training-data cap per gesture (frames kept as references for children).
     max_frames_per_gesture: int = Field(default=400, ge=MIN_FRAMES)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

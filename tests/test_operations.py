@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import redis
 
 from ghostouch.engine import hands
 from tests.conftest import Service, free_port, service_env, spare_redis_url, wait_until
@@ -31,6 +32,7 @@ CLOSED_PORT_DB = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
         ("api", "GHOSTOUCH_BROKER_URL", "http://127.0.0.1:6379/9", "GHOSTOUCH_BROKER_URL='http://127.0.0.1:6379/9'"),
         ("worker", "GHOSTOUCH_MAX_FRAMES_PER_GESTURE", "0", "greater than or equal to 20"),
         ("worker", "GHOSTOUCH_JOB_TIME_LIMIT_SECONDS", "0", "GHOSTOUCH_JOB_TIME_LIMIT_SECONDS='0': Input should be"),
+        ("api", "GHOSTOUCH_MAX_WAITING_JOBS", "-1", "GHOSTOUCH_MAX_WAITING_JOBS='-1': Input should be greater"),
         ("api", "GHOSTOUCH_LINK_TTL_SECONDS", "-100", "GHOSTOUCH_LINK_TTL_SECONDS='-100': Input should be greater"),
         ("api", "GHOSTOUCH_LINK_TTL_SECONDS", "99999999999999999", "Input should be less than or equal to 315360000"),
         ("api", "GHOSTOUCH_DATABASE_URL", CLOSED_PORT_DB, "cannot use the registry database postgresql://"),
@@ -141,3 +143,49 @@ def test_a_broker_that_stops_answering_gives_503_in_time(tmp_path: Path, redis_u
     finally:
         svc.stop_all()
         gateway.cut()
+
+
+def test_a_full_queue_refuses_new_jobs_with_retry_after(tmp_path: Path, redis_url: str) -> None:
+    """With `GHOSTOUCH_MAX_WAITING_JOBS` jobs waiting and no worker taking them, a new job is
+    refused with 503 and Retry-After, its frames not stored; a retry of an accepted request still
+    answers its job, and a job that starts frees a place."""
+    broker = spare_redis_url(redis_url)
+    redis.Redis.from_url(broker).flushdb()
+    port = free_port()
+    env = {**service_env(tmp_path / "data", broker, port), "GHOSTOUCH_MAX_WAITING_JOBS": "2"}
+    svc = Service(tmp_path / "data", env, port, logs=tmp_path)
+    svc.data_dir.mkdir()
+    assert svc.cli("base", "ensure").returncode == 0
+    svc.start_api()
+    rng = np.random.default_rng(5)
+
+    def body(gesture: str) -> dict[str, object]:
+        frames = hands.generate_recording("one", 30, rng, handedness=1.0).tolist()
+        return {"model_code": "base_v1", "gesture": gesture, "landmarks": frames}
+
+    def post(request: dict[str, object], key: str | None = None) -> httpx.Response:
+        headers = {"Idempotency-Key": key} if key else {}
+        return httpx.post(f"{svc.url}/train", json=request, headers=headers, timeout=30)
+
+    try:
+        first_body = body("first")
+        first = post(first_body, key="k-first")
+        assert first.status_code == 202 and post(body("second")).status_code == 202
+        samples = sorted((svc.data_dir / "objects" / "samples").rglob("*"))
+        refused = post(body("third"))
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == "60"
+        assert refused.json()["detail"] == (
+            "the training queue is full (2 jobs are waiting for a worker); please retry in a minute"
+        )
+        assert sorted((svc.data_dir / "objects" / "samples").rglob("*")) == samples  # nothing stored for it
+        frames = hands.generate_recording("one", 30, rng, handedness=1.0).tolist()
+        more = httpx.post(f"{svc.url}/models/base_v1/gestures/rock/frames", json={"landmarks": frames}, timeout=30)
+        assert more.status_code == 503 and "queue is full" in more.json()["detail"]
+        retry = post(first_body, key="k-first")
+        assert retry.status_code == 202 and retry.json()["task_id"] == first.json()["task_id"]
+        svc.start_worker()  # takes the waiting jobs: places free up
+        wait_until(lambda: post(body("third")).status_code == 202, 120, "the queue never took a job again")
+    finally:
+        svc.stop_all()
+        redis.Redis.from_url(broker).flushdb()

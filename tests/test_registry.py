@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from ghostouch.registry import job_records, repo
 from ghostouch.registry.db import get_engine, migrate, session_scope
@@ -92,6 +92,22 @@ def test_migrations_are_idempotent(db_url: str) -> None:
     assert repo.get_model(db_url, "base_v1") is None
 
 
+def test_the_migrated_schema_is_the_one_the_code_declares(db_url: str) -> None:
+    """Every table, column and index of `schema.py` is made by a migration, and no migration
+    leaves one the code does not know: a schema change without its migration fails here."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from ghostouch.registry.schema import Base
+
+    with get_engine(db_url).connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert differences == []
+    with get_engine(db_url).connect() as conn:
+        indexes = {ix["name"] for ix in inspect(conn).get_indexes("jobs")}
+    assert "ix_jobs_status" in indexes
+
+
 def test_sample_sets_are_stored_once_and_round_trip(db_url: str, store: LocalObjectStore) -> None:
     a = frames(1)
     ref1 = repo.store_sample_set(db_url, store, a)
@@ -154,10 +170,12 @@ def test_jobs_and_idempotency_keys(db_url: str) -> None:
     job_records.set_job(db_url, job["task_id"], status="FAILURE", error_info="why")
     stored = job_records.get_job(db_url, job["task_id"])
     assert stored is not None and stored["status"] == "FAILURE" and stored["error_info"] == "why"
+    assert job_records.count_waiting(db_url) == 1  # `other` only
     # A retry of the request puts a failed job back in the queue, once however many retries race.
     assert job_records.queue_again(db_url, job["task_id"]) and not job_records.queue_again(db_url, job["task_id"])
     again_pending = job_records.get_job(db_url, job["task_id"])
     assert again_pending is not None and again_pending["status"] == "PENDING" and again_pending["error_info"] is None
+    assert job_records.count_waiting(db_url) == 2  # `other`, and `job` back in the queue
     # Ids no job can have are simply not found (PostgreSQL refuses a NUL in a query outright).
     for nonsense in ("", "abc\x00def", "\x00", job["task_id"] + "\x00", "x" * 65, "../etc", "a b"):
         assert job_records.get_job(db_url, nonsense) is None

@@ -29,7 +29,8 @@ _MEANING = {
     409: "the edit conflicts with the model (a name it already has, or too few gestures left)",
     413: "the body is larger than 2 MiB",
     422: "the body, a frame or a name is invalid; the detail says which and why",
-    503: "the training queue, the model storage or the registry database is unavailable; retry later",
+    503: "the training queue is full or unavailable, or the model storage or the registry database is; retry "
+    "later (after Retry-After seconds when given)",
 }
 
 

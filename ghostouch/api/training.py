@@ -186,12 +186,30 @@ def queue_job(
         if previous is not None:  # a retry: compare, without storing its frames
             request["sample_ref"] = repo.sample_ref_of(frames) if frames is not None else None
             return _replay(state, previous, request, idempotency_key)
+    refuse_when_queue_full(state)
     request["sample_ref"] = repo.store_sample_set(state.db_url, state.store, frames) if frames is not None else None
     job, created = job_records.create_job(state.db_url, owner=owner, idempotency_key=idempotency_key, **request)
     if not created:  # the same key, sent concurrently
         return _replay(state, job, request, str(idempotency_key))
     _enqueue(state, job["task_id"])
     return job
+
+
+# What a client is told to wait before it sends again a request refused for a full queue.
+QUEUE_FULL_RETRY_AFTER_SECONDS = 60
+
+
+def refuse_when_queue_full(state: ApiState) -> None:
+    """503 with Retry-After when `GHOSTOUCH_MAX_WAITING_JOBS` jobs already wait for a worker: a
+    job queued behind them would start after its app has stopped polling, and each one holds
+    its frames in storage meanwhile. (A soft cap: requests arriving together may pass it by a few.)"""
+    cap = state.settings.max_waiting_jobs
+    if cap and job_records.count_waiting(state.db_url) >= cap:
+        raise HTTPException(
+            503,
+            f"the training queue is full ({cap} jobs are waiting for a worker); please retry in a minute",
+            headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_SECONDS)},
+        )
 
 
 def _enqueue(state: ApiState, task_id: str) -> None:
@@ -231,6 +249,7 @@ def _replay(state: ApiState, job: dict[str, Any], request: dict[str, Any], key: 
     detail = job["error_detail"] or {}
     if job["status"] == "FAILURE" and (detail.get("queue_unavailable") or detail.get("retryable")):
         # It failed for a passing reason (the queue, the store, a time limit): the retry runs it again.
+        refuse_when_queue_full(state)
         if job_records.queue_again(state.db_url, job["task_id"]):
             _enqueue(state, job["task_id"])
         job = {**job, "status": "PENDING"}

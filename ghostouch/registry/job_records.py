@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -71,6 +71,12 @@ def find_job_by_key(db_url: str, owner: str, key: str) -> dict[str, Any] | None:
     with session_scope(db_url) as s:
         job = s.scalars(select(Job).where(Job.owner == owner, Job.idempotency_key == key)).first()
         return job_dict(job) if job else None
+
+
+def count_waiting(db_url: str) -> int:
+    """How many jobs wait for a worker (PENDING)."""
+    with session_scope(db_url) as s:
+        return int(s.scalar(select(func.count()).select_from(Job).where(Job.status == "PENDING")) or 0)
 
 
 _TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

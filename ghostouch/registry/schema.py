@@ -88,7 +88,7 @@ class Job(Base):
     sample_ref: Mapped[str | None] = mapped_column(String(64), nullable=True)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    status: Mapped[str] = mapped_column(String(16), default="PENDING")
+    status: Mapped[str] = mapped_column(String(16), default="PENDING", index=True)
     current_step: Mapped[str] = mapped_column(String(200), default="queued")
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error_info: Mapped[str | None] = mapped_column(Text, nullable=True)
