@@ -90,8 +90,7 @@ def _read_rows(path: Path) -> dict[str, _LabelRows]:
         reader = csv.reader(f)
         try:
             header = next(reader, None)
-            if header is None or len(header) != FRAME_SIZE + 1 or header[0].strip() != "label":
-                raise FrameError(f"{path}: expected a header 'label,0,...,63' ({FRAME_SIZE + 1} columns)")
+            _check_header(path, header)
             for row in reader:
                 if not row:
                     continue
@@ -111,6 +110,22 @@ def _read_rows(path: Path) -> dict[str, _LabelRows]:
         except UnicodeDecodeError as exc:
             raise FrameError(f"{path}, after line {reader.line_num}: not UTF-8 text ({exc.reason})") from None
     return per_label
+
+
+def _check_header(path: Path, header: list[str] | None) -> None:
+    """The apps' header, `label,0,...,63`: columns named otherwise may hold the values in
+    another order (x, y, z grouped, say), which would train a model on scrambled hands."""
+    expected = ["label", *(str(i) for i in range(FRAME_SIZE))]
+    if header is None or len(header) != len(expected):
+        found = "an empty file" if header is None else f"{len(header)} columns" if header else "an empty first line"
+        raise FrameError(f"{path}: expected a header 'label,0,...,63' ({len(expected)} columns), found {found}")
+    for position, (cell, wanted) in enumerate(zip(header, expected, strict=True)):
+        if cell.strip() != wanted:
+            raise FrameError(
+                f"{path}: header column {position + 1} is {quoted(cell, 20)}, expected {quoted(wanted)}: the "
+                "header must be 'label,0,...,63', the 64 values of a frame in the apps' order "
+                "(x0, y0, z0, x1, ..., z20, handedness)"
+            )
 
 
 def _frame_values(path: Path, line: int, cells: list[str]) -> list[float]:

@@ -132,6 +132,33 @@ def test_unreadable_rows_name_the_line_and_value(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("", "expected a header 'label,0,...,63' (65 columns), found an empty first line"),
+        (HEADER + ",64", "expected a header 'label,0,...,63' (65 columns), found 66 columns"),
+        (
+            "label," + ",".join(f"{axis}{i}" for i in range(21) for axis in "xyz") + ",handedness",
+            "header column 2 is 'x0', expected '0'",
+        ),
+        (HEADER.replace(",3,4,", ",4,3,"), "header column 5 is '4', expected '3'"),
+        (HEADER.replace("label,", "name,"), "header column 1 is 'name', expected 'label'"),
+        (" label , 0 ," + HEADER.split(",0,", 1)[1], None),  # spaces around names are fine
+    ],
+)
+def test_the_header_must_name_the_apps_columns_in_order(tmp_path: Path, header: str, expected: str | None) -> None:
+    """Columns named otherwise may hold a frame's values in another order: refused, saying which."""
+    path = write_csv(tmp_path / "ok.csv", [("paper", recording("paper", 30)), ("rock", recording("rock", 30))])
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([header, *lines[1:]]) + "\n")
+    if expected is None:
+        assert sorted(read_csv(path)) == ["paper", "rock"]
+        return
+    with pytest.raises(FrameError) as refused:
+        read_csv(path)
+    assert str(refused.value).startswith(f"{path}: {expected}"), refused.value
+
+
+@pytest.mark.parametrize(
     ("label", "reason"),
     [
         ("..", "'..' cannot be used in the model's URLs"),
