@@ -12,10 +12,15 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ghostouch.config import ConfigError, Settings, get_settings, without_password
+from ghostouch.preflight import check_listen_address, check_services, registry_failures, unusable_registry, usable_store
 from ghostouch.supervisor import ServeProcesses, python_cli
 from ghostouch.text import first_line
+
+if TYPE_CHECKING:
+    from ghostouch.storage import ObjectStore
 
 log = logging.getLogger("ghostouch")
 
@@ -36,57 +41,6 @@ def _apply_overrides(args: argparse.Namespace, create_data_dir: bool = True) -> 
         raise ConfigError(f"GHOSTOUCH_DATA_DIR={str(settings.data_dir)!r}: cannot create it ({exc.strerror})") from None
     os.environ["GHOSTOUCH_DATA_DIR"] = str(settings.data_dir.resolve())
     return settings
-
-
-def _check_listen_address(settings: Settings) -> None:
-    """The API's host and port can be listened on (checked before the broker and workers start)."""
-    try:
-        family = socket.AF_INET
-        if settings.host:
-            family = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)[0][0]
-        with socket.create_server((settings.host, settings.port), family=family):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        where = f"GHOSTOUCH_HOST={settings.host!r}, GHOSTOUCH_PORT={settings.port}"
-        raise ConfigError(f"{where}: cannot listen there ({reason})") from None
-
-
-def _registry_failures() -> tuple[type[BaseException], ...]:
-    """What opening an unusable registry database raises: driver and connection errors, a
-    missing driver module, an unknown migration revision, an unwritable SQLite file, a URL whose
-    port is not a number (ValueError)."""
-    from alembic.util.exc import CommandError
-    from sqlalchemy.exc import SQLAlchemyError
-
-    return (SQLAlchemyError, ImportError, CommandError, OSError, ValueError)
-
-
-def _unusable_registry(url: str, exc: BaseException) -> ConfigError:
-    problem = f"cannot use the registry database {without_password(url)} ({first_line(exc)})"
-    return ConfigError(f"GHOSTOUCH_DATABASE_URL: {problem}")
-
-
-def _check_services(settings: Settings, storage: bool = True) -> None:
-    """The registry database answers (its schema brought up to date) and the store takes a probe
-    object (written, read back, deleted): a setting that cannot work (a wrong bucket, a storage
-    that does not answer) stops the command with one line, not a worker failing every job."""
-    from ghostouch.registry.db import migrate
-    from ghostouch.storage import StorageError, build_store
-
-    try:
-        migrate(settings.resolved_database_url)
-    except _registry_failures() as exc:
-        raise _unusable_registry(settings.resolved_database_url, exc) from None
-    if storage:
-        try:
-            store = build_store(settings.storage_settings())
-            try:
-                store.check_writable()
-            finally:
-                store.close()
-        except StorageError as exc:
-            raise ConfigError(f"GHOSTOUCH_STORAGE={settings.storage}: {exc}") from None
 
 
 def _ensure_base_in_subprocess(settings: Settings) -> None:
@@ -114,8 +68,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         try:
             processes.lock_data_dir()  # before anything touches the registry (a migration, say)
-            _check_listen_address(settings)
-            _check_services(settings)
+            check_listen_address(settings)
+            check_services(settings)
             processes.start()
         except RuntimeError as exc:  # e.g. another serve runs on this data directory
             print(f"ghostouch serve: {exc}", file=sys.stderr)
@@ -187,14 +141,14 @@ def cmd_api(args: argparse.Namespace) -> int:
             "ghostouch api needs GHOSTOUCH_BROKER_URL=redis://host:port/db (or use `ghostouch serve`)", file=sys.stderr
         )
         return 2
-    _check_listen_address(settings)
-    _check_services(settings)
+    check_listen_address(settings)
+    check_services(settings)
     return _run_api(settings)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _apply_overrides(args)
-    _check_services(settings)  # a worker that cannot reach them would take jobs it can only drop
+    check_services(settings)  # a worker that cannot reach them would take jobs it can only drop
     if args.parent_pid:
         _exit_with_parent(args.parent_pid)
     if not args.no_ensure_base:
@@ -227,7 +181,7 @@ def cmd_base_ensure(args: argparse.Namespace) -> int:
     from ghostouch.bases import ensure_base
 
     settings = _apply_overrides(args)
-    _check_services(settings)
+    check_services(settings)
     created = ensure_base(settings)
     print("base_v1 provisioned" if created else "base_v1 already present")
     return 0
@@ -241,7 +195,7 @@ def cmd_base_import(args: argparse.Namespace) -> int:
     from ghostouch.storage import StorageError
 
     settings = _apply_overrides(args)
-    _check_services(settings)
+    check_services(settings)
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     try:
         model = import_base(settings, Path(args.file), args.code, labels, args.many_hands)
@@ -268,20 +222,28 @@ def cmd_base_import(args: argparse.Namespace) -> int:
 def cmd_storage_sweep(args: argparse.Namespace) -> int:
     """Two listings `--wait` seconds apart; files unreferenced in both and older than `--min-age`
     are deleted (a job still publishing has written its files within its time limit)."""
-    from ghostouch.publishing import LeftoverSweep, SweepRefused
     from ghostouch.registry.db import has_registry
-    from ghostouch.storage import LocalObjectStore, build_store
 
     settings = _apply_overrides(args, create_data_dir=False)
     url = settings.resolved_database_url
     try:
         found = has_registry(url)
-    except _registry_failures() as exc:
-        raise _unusable_registry(url, exc) from None
+    except registry_failures() as exc:
+        raise unusable_registry(url, exc) from None
     if not found:  # never sweep against a new, empty registry (nor create one)
         raise ConfigError(f"no registry in {without_password(url)}: set GHOSTOUCH_DATABASE_URL or GHOSTOUCH_DATA_DIR")
-    _check_services(settings)
-    store = build_store(settings.storage_settings())
+    check_services(settings, storage=False)
+    store = usable_store(settings)
+    try:
+        return _sweep(store, args, settings)
+    finally:
+        store.close()
+
+
+def _sweep(store: ObjectStore, args: argparse.Namespace, settings: Settings) -> int:
+    from ghostouch.publishing import LeftoverSweep, SweepRefused
+    from ghostouch.storage import LocalObjectStore
+
     min_age = settings.leftover_min_age_seconds if args.min_age is None else args.min_age
     sweep = LeftoverSweep(min_age, force=args.force)
     try:

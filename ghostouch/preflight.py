@@ -1,0 +1,70 @@
+"""What every command checks before it starts: that the API can listen where it is told, that
+the registry database answers (its schema brought up to date) and that the storage takes a probe
+object. A setting that cannot work stops the command with one line naming it (`ConfigError`)."""
+
+from __future__ import annotations
+
+import socket
+
+from ghostouch.config import ConfigError, Settings, without_password
+from ghostouch.storage import ObjectStore
+from ghostouch.text import first_line
+
+
+def check_listen_address(settings: Settings) -> None:
+    """The API's host and port can be listened on (checked before the broker and workers start)."""
+    try:
+        family = socket.AF_INET
+        if settings.host:
+            family = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)[0][0]
+        with socket.create_server((settings.host, settings.port), family=family):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        where = f"GHOSTOUCH_HOST={settings.host!r}, GHOSTOUCH_PORT={settings.port}"
+        raise ConfigError(f"{where}: cannot listen there ({reason})") from None
+
+
+def registry_failures() -> tuple[type[BaseException], ...]:
+    """What opening an unusable registry database raises: driver and connection errors, a
+    missing driver module, an unknown migration revision, an unwritable SQLite file, a URL whose
+    port is not a number (ValueError)."""
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (SQLAlchemyError, ImportError, CommandError, OSError, ValueError)
+
+
+def unusable_registry(url: str, exc: BaseException) -> ConfigError:
+    problem = f"cannot use the registry database {without_password(url)} ({first_line(exc)})"
+    return ConfigError(f"GHOSTOUCH_DATABASE_URL: {problem}")
+
+
+def check_services(settings: Settings, storage: bool = True) -> None:
+    """The registry database answers (its schema brought up to date) and the store takes a probe
+    object (written, read back, deleted): a setting that cannot work (a wrong bucket, a storage
+    that does not answer) stops the command with one line, not a worker failing every job."""
+    from ghostouch.registry.db import migrate
+
+    try:
+        migrate(settings.resolved_database_url)
+    except registry_failures() as exc:
+        raise unusable_registry(settings.resolved_database_url, exc) from None
+    if storage:
+        usable_store(settings).close()
+
+
+def usable_store(settings: Settings) -> ObjectStore:
+    """The configured store, once it has taken a probe object; ConfigError otherwise."""
+    from ghostouch.storage import StorageError, build_store
+
+    try:
+        store = build_store(settings.storage_settings())
+        try:
+            store.check_writable()
+        except BaseException:
+            store.close()
+            raise
+    except StorageError as exc:
+        raise ConfigError(f"GHOSTOUCH_STORAGE={settings.storage}: {exc}") from None
+    return store
