@@ -80,7 +80,12 @@ def test_synthetic_gesture_is_learned_and_parent_indices_kept(service: Service) 
 
 def test_a_rerecorded_base_gesture_is_a_duplicate(service: Service) -> None:
     frames = hands.generate_recording("rock", 100, np.random.default_rng(5), handedness=0.0).tolist()
-    r = httpx.post(f"{service.url}/train", json={"model_code": "base_v1", "gesture": "fist", "landmarks": frames})
+    # The Host and forwarding headers are the client's to set: the status URL names the public address.
+    spoofed = {"Host": "elsewhere.example:666", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "elsewhere.example"}
+    r = httpx.post(
+        f"{service.url}/train", json={"model_code": "base_v1", "gesture": "fist", "landmarks": frames}, headers=spoofed
+    )
+    assert r.json()["status_url"] == f"{service.url}/status/{r.json()['task_id']}"
     body, _ = poll_like_android(service.url, r.json()["task_id"])
     assert body["status"] == "DUPLICATE" and "'rock'" in body["error_info"]
     assert body["error_detail"]["duplicate"]["existing_gesture"] == "rock"

@@ -136,12 +136,11 @@ async def add_frames(
     job = await run_in_threadpool(
         queue_job, state, owner, model.code, name, frames, {"allow_duplicate": True, "refine": True}, idempotency_key
     )
-    return accepted(request, job["task_id"], job["status"])
+    return accepted(state, job["task_id"], job["status"])
 
 
 @router.delete("/{name:path}", status_code=202, response_model=TrainAccepted, responses=error_responses(404, 409, 503))
 async def delete_gesture(
-    request: Request,
     code: str,
     name: str,
     state: Annotated[ApiState, Depends(get_state)],
@@ -155,4 +154,4 @@ async def delete_gesture(
     if len(model.gestures) <= 2:
         raise HTTPException(409, "a model needs at least two gestures; this one would keep only one")
     job = await run_in_threadpool(queue_job, state, owner, model.code, name, None, {}, None, "delete")
-    return accepted(request, job["task_id"], job["status"])
+    return accepted(state, job["task_id"], job["status"])

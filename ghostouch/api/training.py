@@ -162,7 +162,7 @@ async def train(
         {"allow_duplicate": req.allow_duplicate},
         idempotency_key,
     )
-    return accepted(request, job["task_id"], job["status"])
+    return accepted(state, job["task_id"], job["status"])
 
 
 def queue_job(
@@ -256,9 +256,11 @@ def _replay(state: ApiState, job: dict[str, Any], request: dict[str, Any], key: 
     return job
 
 
-def accepted(request: Request, task_id: str, status: str) -> JSONResponse:
-    body = {"task_id": task_id, "status": status, "status_url": str(request.url_for("status", task_id=task_id))}
-    return JSONResponse(body, status_code=202)
+def accepted(state: ApiState, task_id: str, status: str) -> JSONResponse:
+    """202 naming the job; `status_url` on the public address, as the download links are (the
+    request's Host and X-Forwarded-* headers are the client's to set)."""
+    status_url = f"{state.settings.resolved_public_url}/status/{task_id}"
+    return JSONResponse({"task_id": task_id, "status": status, "status_url": status_url}, status_code=202)
 
 
 @router.get(
