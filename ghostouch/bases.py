@@ -19,7 +19,7 @@ from ghostouch.config import MIN_FRAMES, Settings
 from ghostouch.engine.frames import FRAME_SIZE, MIN_HAND_EXTENT, FrameError, frame_problem, hand_extent
 from ghostouch.engine.trainer import EngineConfig, GestureFrames, train_gesture_model
 from ghostouch.jobs.training import context_for
-from ghostouch.names import InvalidName, clean_gesture_name, stored_form
+from ghostouch.names import InvalidName, clean_gesture_name, lookalike_in, stored_form
 from ghostouch.publishing import publish_model
 from ghostouch.registry import repo
 from ghostouch.text import quoted
@@ -102,6 +102,12 @@ def _read_rows(path: Path) -> dict[str, _LabelRows]:
                         name = stored[row[0]] = clean_gesture_name(row[0])
                     except InvalidName as exc:
                         raise ValueError(f"{path}, line {line}: label {quoted(row[0])}: {exc}") from None
+                    twin = lookalike_in(name, [other for other in per_label if other != name])
+                    if twin is not None:
+                        raise ValueError(
+                            f"{path}, line {line}: label {quoted(row[0])} looks the same as the label {quoted(twin)}"
+                            " of earlier lines; a model's gestures need names a user can tell apart"
+                        )
                 label = per_label.setdefault(name, _LabelRows())
                 label.values.extend(values)
                 label.lines.append(line)

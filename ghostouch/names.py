@@ -21,6 +21,21 @@ INVISIBLE = frozenset({"Zs", "Cf", "Mn", "Me"})
 BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
+# Characters that change nothing a reader can tell apart in a name: variation selectors (an
+# emoji's text or emoji style, a CJK glyph variant), the zero-width non-joiner and the combining
+# grapheme joiner. Names equal but for them (and for NFKC's compatibility forms, such as
+# full-width letters) count as one name (`lookalike_key`).
+_UNSEEN = dict.fromkeys(
+    [
+        *range(0xFE00, 0xFE10),
+        *range(0xE0100, 0xE01F0),
+        *range(0x180B, 0x1810),
+        0x200C,
+        0x034F,
+    ]
+)
+
+
 class InvalidName(ValueError):
     """A gesture name the service refuses; the message says why, without naming the field."""
 
@@ -28,6 +43,18 @@ class InvalidName(ValueError):
 def stored_form(raw: str) -> str:
     """A gesture name as stored and looked up: NFC, trimmed, without direction marks."""
     return unicodedata.normalize("NFC", raw).translate(DIRECTION_MARKS).strip()
+
+
+def lookalike_key(name: str) -> str:
+    """What a name looks like: two names with the same key would show the same to a user
+    ("paper" and "paper" + U+FE0F, "✌" and "✌️", "ｐａｐｅｒ" and "paper")."""
+    return unicodedata.normalize("NFKC", stored_form(name).translate(_UNSEEN))
+
+
+def lookalike_in(name: str, names: list[str]) -> str | None:
+    """The first of `names` that looks the same as `name` (itself included), or None."""
+    key = lookalike_key(name)
+    return next((other for other in names if lookalike_key(other) == key), None)
 
 
 def clean_gesture_name(raw: str) -> str:

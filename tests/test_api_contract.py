@@ -13,6 +13,7 @@ import pytest
 from ghostouch.api.training import clean_gesture_name
 from ghostouch.config import MAX_BODY_BYTES, MAX_FRAMES, MIN_FRAMES
 from ghostouch.engine import hands
+from ghostouch.names import lookalike_in
 from tests.conftest import Service
 
 
@@ -122,6 +123,26 @@ def test_names_that_need_invisible_characters_are_kept(name: str) -> None:
     are part of what the user typed; only stray format characters are refused."""
     assert clean_gesture_name(f"  {name} ") == name
     assert clean_gesture_name("\u200fשלום\u200e") == "שלום"  # direction marks show nothing: removed
+
+
+@pytest.mark.parametrize(
+    ("name", "existing"),
+    [
+        ("paper\ufe0f", "paper"),  # a variation selector after a letter
+        ("paper\u034f", "paper"),  # the combining grapheme joiner
+        ("pa\u200cper", "paper"),  # a zero-width non-joiner between Latin letters
+        ("\u270c", "\u270c\ufe0f"),  # an emoji without and with its emoji-style selector (iOS adds it)
+        ("\uff50\uff41\uff50\uff45\uff52", "paper"),  # full-width letters
+    ],
+)
+def test_names_that_look_the_same_are_one_name(name: str, existing: str) -> None:
+    assert lookalike_in(name, ["rock", existing]) == existing
+    assert lookalike_in(existing, ["rock", name]) == name
+
+
+@pytest.mark.parametrize(("name", "other"), [("Paper", "paper"), ("👨\u200d👩\u200d👧", "👨👩👧"), ("전화", "전하")])
+def test_names_that_differ_visibly_stay_apart(name: str, other: str) -> None:
+    assert lookalike_in(name, [other]) is None
 
 
 @pytest.mark.parametrize("code", ["nope", "../../etc/passwd", "base_v1/../x", "a" * 300])

@@ -92,6 +92,14 @@ def test_a_rerecorded_base_gesture_is_a_duplicate(service: Service) -> None:
     scores = body["error_detail"]["duplicate"]
     assert {"similarity", "mean_probability", "shares", "spread_ratio", "orientation_ratio"} <= set(scores)
     assert scores["shares"]["rock"] == scores["similarity"] and 0.0 < scores["spread_ratio"] < 2.0
+    # A name that looks like one the model has (here with a variation selector) would show twice.
+    new_frames = hands.generate_recording("call", 100, np.random.default_rng(6), handedness=1.0).tolist()
+    r = httpx.post(
+        f"{service.url}/train", json={"model_code": "base_v1", "gesture": "rock\ufe0f", "landmarks": new_frames}
+    )
+    body, _ = poll_like_android(service.url, r.json()["task_id"])
+    assert body["status"] == "DUPLICATE" and "which looks the same as" in body["error_info"], body
+    assert body["error_detail"]["duplicate"] == {"is_duplicate": True, "existing_gesture": "rock", "same_name": True}
 
 
 def test_thumbs_down_is_taught_after_thumbs_up(service: Service) -> None:

@@ -190,6 +190,17 @@ def test_labels_are_stored_as_the_api_stores_names(tmp_path: Path) -> None:
     assert {name: len(frames) for name, frames in data.items()} == {"caf\u00e9": 20, "שלום": 20}
 
 
+def test_labels_that_look_the_same_are_refused(tmp_path: Path) -> None:
+    rows = [("rock", recording("rock", 20)), ("paper", recording("paper", 20)), ("rock\ufe0f", recording("one", 20))]
+    path = write_csv(tmp_path / "twins.csv", rows)
+    with pytest.raises(ValueError) as refused:
+        read_csv(path)
+    assert str(refused.value) == (
+        f"{path}, line 42: label 'rock\ufe0f' looks the same as the label 'rock' of earlier lines; a model's "
+        "gestures need names a user can tell apart"
+    )
+
+
 def test_a_storage_error_is_one_line(
     tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -39,6 +39,8 @@ def test_rename_makes_a_new_version_with_the_same_model(service: Service) -> Non
     assert (
         httpx.post(f"{service.url}/models/{code}/gestures/rock/rename", json={"new_name": "paper"}).status_code == 409
     )
+    lookalike = httpx.post(f"{service.url}/models/{code}/gestures/rock/rename", json={"new_name": "paper\ufe0f"})
+    assert lookalike.status_code == 409 and "which looks the same as" in lookalike.json()["detail"], lookalike.text
     assert httpx.post(f"{service.url}/models/{code}/gestures/nope/rename", json={"new_name": "x"}).status_code == 404
 
 

@@ -29,7 +29,7 @@ from ghostouch.api.training import (
     read_json_body,
 )
 from ghostouch.config import MAX_GESTURE_CHARS
-from ghostouch.names import stored_form
+from ghostouch.names import lookalike_in, stored_form
 from ghostouch.publishing import publish_model
 from ghostouch.registry import repo
 from ghostouch.text import quoted
@@ -106,8 +106,10 @@ async def rename_gesture(
     model = await run_in_threadpool(visible_model, state, code, owner)
     name = _gesture(model, name).name
     new = clean_gesture_name(body.new_name, field="new_name")
-    if new in model.labels:
-        raise HTTPException(409, f"model {code} already has a gesture named {quoted(new)}")
+    existing = lookalike_in(new, model.labels)
+    if existing is not None:
+        looks = "" if existing == new else f", which looks the same as {quoted(new)}"
+        raise HTTPException(409, f"model {code} already has a gesture named {quoted(existing)}{looks}")
     created = await run_in_threadpool(_rename, state, model, owner, name, new)
     return describe(state, created)
 

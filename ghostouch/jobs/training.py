@@ -17,6 +17,7 @@ from ghostouch.engine.duplicates import check_duplicate
 from ghostouch.engine.trainer import EngineConfig, GestureFrames, ParentModel, train_gesture_model
 from ghostouch.engine.verify import LiteModel, ModelCheckFailed
 from ghostouch.jobs import recovery
+from ghostouch.names import lookalike_in
 from ghostouch.publishing import publish_model
 from ghostouch.registry import job_records, repo
 from ghostouch.storage import ObjectNotFound, ObjectStore, StorageError, build_store
@@ -216,16 +217,19 @@ def _plan_train(
     job ended as DUPLICATE: a name the parent has, or a pose it already knows."""
     gesture = job["gesture"]
     refined = gesture in parent.labels
-    if refined and not job["options"].get("refine"):
+    existing = lookalike_in(gesture, parent.labels)
+    if existing is not None and not (refined and job["options"].get("refine")):
         # An app appends the name it sent at index max + 1 of its label map, so a name the model
         # already has cannot come back as a new output; adding frames is an explicit request.
-        path = f"/models/{parent.code}/gestures/{quote(gesture, safe='')}/frames"
+        # A name that differs only by what no one sees (a variation selector) would show twice.
+        path = f"/models/{parent.code}/gestures/{quote(existing, safe='')}/frames"
+        looks = "" if existing == gesture else f", which looks the same as '{gesture}'"
         _end_duplicate(
             ctx,
             job,
-            f"the model already has a gesture named '{gesture}'; give the new gesture another name, "
-            f"or add frames to '{gesture}' with POST {path}",
-            {"is_duplicate": True, "existing_gesture": gesture, "same_name": True},
+            f"the model already has a gesture named '{existing}'{looks}; give the new gesture another name, "
+            f"or add frames to '{existing}' with POST {path}",
+            {"is_duplicate": True, "existing_gesture": existing, "same_name": True},
         )
         return None
     new_ref = job["sample_ref"]
