@@ -38,6 +38,38 @@ def artifact_keys(code: str) -> dict[str, str]:
     }
 
 
+def renamed_in_report(metrics: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """A version's metrics (its stored report) with gesture `old` called `new` wherever the
+    report names gestures (`engine.trainer`'s evaluation, the duplicate check's scores)."""
+
+    def name(value: Any) -> Any:
+        return new if value == old else value
+
+    def keys(table: Any) -> Any:
+        return {name(k): v for k, v in table.items()} if isinstance(table, dict) else table
+
+    out = {**metrics, "renamed": {"from": old, "to": new}}
+    for field in ("labels", "orientation_twins"):
+        if isinstance(out.get(field), list):
+            out[field] = [[name(n) for n in item] if isinstance(item, list) else name(item) for item in out[field]]
+    for field in ("holdout_per_class_accuracy", "training_frames"):
+        if field in out:
+            out[field] = keys(out[field])
+    confusion = out.get("holdout_confusion")
+    if isinstance(confusion, dict):
+        axes = {axis: [name(n) for n in confusion.get(axis, [])] for axis in ("rows", "columns")}
+        out["holdout_confusion"] = {**confusion, **axes}
+    duplicate = out.get("duplicate_check")
+    if isinstance(duplicate, dict):
+        shares = keys(duplicate.get("shares"))
+        out["duplicate_check"] = {
+            **duplicate,
+            "existing_gesture": name(duplicate.get("existing_gesture")),
+            "shares": shares,
+        }
+    return out
+
+
 def publish_model(
     db_url: str,
     store: ObjectStore,

@@ -36,6 +36,17 @@ def test_rename_makes_a_new_version_with_the_same_model(service: Service) -> Non
     new = httpx.get(renamed["tflite_url"]).content
     assert old == new
     assert httpx.get(f"{service.url}/models/{code}/labels").json()["call"] == 3  # parent unchanged
+    # The version's report (stored and in /models) names its gestures as its label map does.
+    described = httpx.get(f"{service.url}/models/{renamed['model_code']}").json()
+    report = httpx.get(described["report_url"]).json()
+    for metrics in (described["metrics"], report):
+        assert metrics["labels"] == ["paper", "rock", "scissors", "전화"]
+        assert (
+            set(metrics["holdout_per_class_accuracy"]) == set(metrics["training_frames"]) == set(renamed["label_map"])
+        )
+        assert metrics["holdout_confusion"]["rows"] == metrics["labels"]
+        assert metrics["holdout_confusion"]["columns"] == [*metrics["labels"], "no gesture"]
+        assert metrics["renamed"] == {"from": "call", "to": "전화"}
     assert (
         httpx.post(f"{service.url}/models/{code}/gestures/rock/rename", json={"new_name": "paper"}).status_code == 409
     )

@@ -30,7 +30,7 @@ from ghostouch.api.training import (
 )
 from ghostouch.config import MAX_GESTURE_CHARS
 from ghostouch.names import lookalike_in, stored_form
-from ghostouch.publishing import publish_model
+from ghostouch.publishing import publish_model, renamed_in_report
 from ghostouch.registry import repo
 from ghostouch.text import quoted
 
@@ -79,7 +79,7 @@ def _rename(state: ApiState, model: repo.ModelInfo, owner: str, old: str, new: s
         gestures=gestures,
         tflite_uint8=store.get_bytes(model.artifacts["tflite"]["key"]),
         tflite_float=store.get_bytes(model.artifacts["tflite_float"]["key"]),
-        metrics={**model.metrics, "renamed": {"from": old, "to": new}},
+        metrics=renamed_in_report(model.metrics, old, new),
         training_config=model.training_config,
         description=f"{model.code}: {old} -> {new}",
     )
