@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from urllib.parse import quote
 
 import httpx
@@ -62,6 +63,7 @@ def test_delete_retrains_without_the_gesture(service: Service) -> None:
     body, _ = poll_like_android(service.url, r.json()["task_id"])
     assert body["status"] == "SUCCESS", body
     assert body["result"]["label_map"] == {"paper": 0, "scissors": 1, "call": 2}
+    assert job_listed(service, code, r.json()["task_id"])["action"] == "delete"
     model = LiteModel.load(httpx.get(body["result"]["tflite_url"]).content)
     assert model.n_outputs == 3
     rng = np.random.default_rng(9)
@@ -82,6 +84,18 @@ def test_add_frames_refines_a_gesture(service: Service) -> None:
     assert after["call"] == before["call"] + 40 and body["result"]["label_map"]["call"] == 3
     versions = {m["model_code"] for m in httpx.get(f"{service.url}/models").json()["models"]}
     assert {code, new_code} <= versions
+    listed = job_listed(service, code, r.json()["task_id"])
+    assert listed["action"] == "add_frames" and listed["gesture"] == "call" and listed["child_code"] == new_code
+    assert datetime.fromisoformat(listed["created_at"]).utcoffset() == timedelta(0)  # UTC, and saying so
+    created = datetime.fromisoformat(httpx.get(f"{service.url}/models/{new_code}").json()["created_at"])
+    assert created.utcoffset() == timedelta(0)
+    assert {job["action"] for job in httpx.get(f"{service.url}/models/base_v1/jobs").json()} >= {"train"}
+
+
+def job_listed(service: Service, code: str, task_id: str) -> dict:
+    """The job as `GET /models/{code}/jobs` lists it."""
+    jobs = httpx.get(f"{service.url}/models/{code}/jobs").json()
+    return next(job for job in jobs if job["task_id"] == task_id)
 
 
 def test_chunked_oversized_body_is_refused(service: Service) -> None:

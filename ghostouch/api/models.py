@@ -88,7 +88,18 @@ def get_gestures(
 def get_jobs(
     code: str, state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
 ) -> list[dict[str, Any]]:
-    """Training jobs started from this model, oldest first."""
+    """Jobs started from this model, oldest first; `action` says which request made each: `train`
+    (POST /train, a new gesture), `add_frames` or `delete` (gesture management)."""
     visible_model(state, code, owner)
     keep = ("task_id", "gesture", "status", "current_step", "error_info", "child_code", "created_at")
-    return [{k: j[k] for k in keep} for j in job_records.jobs_of_model(state.db_url, code) if j["owner"] == owner]
+    return [
+        {"action": job_action(j), **{k: j[k] for k in keep}}
+        for j in job_records.jobs_of_model(state.db_url, code)
+        if j["owner"] == owner
+    ]
+
+
+def job_action(job: dict[str, Any]) -> str:
+    if job["kind"] == "delete":
+        return "delete"
+    return "add_frames" if job["options"].get("refine") else "train"

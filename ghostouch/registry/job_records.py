@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ghostouch.registry.db import session_scope
-from ghostouch.registry.schema import Job, utcnow
+from ghostouch.registry.schema import Job, iso_utc, utcnow
 
 # Whether the worker process named by a job's `claimed_by` is known to be gone.
 Abandoned = Callable[[str], bool]
@@ -41,8 +41,8 @@ def job_dict(j: Job) -> dict[str, Any]:
         "error_detail": j.error_detail,
         "child_code": j.child_code,
         "attempts": j.attempts,
-        "created_at": j.created_at.isoformat(),
-        "updated_at": j.updated_at.isoformat() if j.updated_at else None,
+        "created_at": iso_utc(j.created_at),
+        "updated_at": iso_utc(j.updated_at) if j.updated_at else None,
     }
 
 

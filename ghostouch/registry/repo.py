@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from ghostouch.registry.db import session_scope
-from ghostouch.registry.schema import Gesture, ModelVersion, SampleSet
+from ghostouch.registry.schema import Gesture, ModelVersion, SampleSet, iso_utc
 from ghostouch.storage import ObjectStore
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -140,7 +140,7 @@ def _info(m: ModelVersion) -> ModelInfo:
         metrics=dict(m.metrics or {}),
         artifacts=dict(m.artifacts or {}),
         training_config=dict(m.training_config or {}),
-        created_at=m.created_at.isoformat(),
+        created_at=iso_utc(m.created_at),
     )
 
 
