@@ -203,6 +203,28 @@ def test_download_links_are_signed(service: Service) -> None:
     assert httpx.get(f"{base}/files/{key}?expires={expires}&sig={sig}").status_code == 200  # earlier links
 
 
+def test_downloads_follow_http_range_and_cache_rules(service: Service) -> None:
+    """Download managers resume with Range and revalidate with If-None-Match (RFC 9110)."""
+    url = httpx.get(f"{service.url}/models/base_v1").json()["tflite_url"]
+    whole = httpx.get(url)
+    assert whole.status_code == 200 and whole.headers["accept-ranges"] == "bytes"
+    part = httpx.get(url, headers={"Range": "bytes=8-15"})
+    assert part.status_code == 206 and part.content == whole.content[8:16]
+    tail = httpx.get(url, headers={"Range": "bytes=-4"})
+    assert tail.status_code == 206 and tail.content == whole.content[-4:]
+    # A Range the server does not understand is ignored: the whole file.
+    for odd in ("items=0-5", "bytes=abc", "bytes=10-5"):
+        answer = httpx.get(url, headers={"Range": odd})
+        assert answer.status_code == 200 and answer.content == whole.content, odd
+    beyond = httpx.get(url, headers={"Range": f"bytes={len(whole.content) + 10}-"})
+    assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{len(whole.content)}"
+    etag = whole.headers["etag"]
+    for tags in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        cached = httpx.get(url, headers={"If-None-Match": tags})
+        assert cached.status_code == 304 and cached.content == b"" and cached.headers["etag"] == etag, tags
+    assert httpx.get(url, headers={"If-None-Match": '"other"'}).content == whole.content
+
+
 def test_base_v1_label_map(service: Service) -> None:
     assert httpx.get(f"{service.url}/models/base_v1/labels").json() == {"paper": 0, "rock": 1, "scissors": 2}
 

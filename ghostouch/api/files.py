@@ -3,10 +3,12 @@ links of the local backend (`GHOSTOUCH_PUBLIC_LINKS`; Firebase's public links na
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, Response
+from starlette.responses import MalformedRangeHeader
 
 from ghostouch.api.errors import error_responses
 from ghostouch.api.state import ApiState, get_state
@@ -15,25 +17,41 @@ from ghostouch.storage import LinkError, LinkExpired, LocalObjectStore, ObjectNo
 router = APIRouter(tags=["downloads"])
 
 
+class StoredFileResponse(FileResponse):
+    """A stored file with HTTP's range rules as RFC 9110 (14.2) has them: a Range header that is
+    not a valid byte range (another unit, a reversed range) is ignored and the whole file sent,
+    where Starlette answered 400 in plain text."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []  # no range: the whole file
+
+
 @router.get("/dl/{expires}/{sig}/{key:path}", response_class=FileResponse, responses=error_responses(403, 404, 503))
-def signed_download(key: str, expires: str, sig: str, state: Annotated[ApiState, Depends(get_state)]) -> Response:
+def signed_download(
+    request: Request, key: str, expires: str, sig: str, state: Annotated[ApiState, Depends(get_state)]
+) -> Response:
     """A stored model file or label map, as linked from `/status` and `/models` (signed links
     carry their expiry and signature in the path, so the last segment is the file name)."""
-    return _serve(state, key, expires, sig)
+    return _serve(request, state, key, expires, sig)
 
 
 @router.get("/files/{key:path}", response_class=FileResponse, responses=error_responses(403, 404))
 def download(
+    request: Request,
     key: str,
     state: Annotated[ApiState, Depends(get_state)],
     expires: str | None = None,
     sig: str | None = None,
 ) -> Response:
     """A stored file by a public link, or by a signed link of the earlier form (`?expires=&sig=`)."""
-    return _serve(state, key, expires, sig)
+    return _serve(request, state, key, expires, sig)
 
 
-def _serve(state: ApiState, key: str, expires: str | None, sig: str | None) -> Response:
+def _serve(request: Request, state: ApiState, key: str, expires: str | None, sig: str | None) -> Response:
     store = state.store
     if not is_valid_key(key):
         raise HTTPException(404, "no such file")
@@ -42,7 +60,11 @@ def _serve(state: ApiState, key: str, expires: str | None, sig: str | None) -> R
         media = "application/json" if key.endswith(".json") else "application/octet-stream"
         name = key.rsplit("/", 1)[-1]
         if isinstance(store, LocalObjectStore):
-            return FileResponse(store.local_path(key), media_type=media, filename=name)
+            path = store.local_path(key)
+            found = StoredFileResponse(path, media_type=media, filename=name, stat_result=os.stat(path))
+            if _client_has(request, found.headers["etag"]):
+                return Response(status_code=304, headers={"ETag": found.headers["etag"]})
+            return found
         # A bucket: the API relays the file (a model is about 200 KB), so that the link's last
         # segment is the file name (StorageError: 503, `errors.storage_error`).
         disposition = f'attachment; filename="{name}"'
@@ -51,5 +73,14 @@ def _serve(state: ApiState, key: str, expires: str | None, sig: str | None) -> R
         raise HTTPException(403, "this download link has expired; poll /status again for a fresh one") from None
     except LinkError:
         raise HTTPException(403, "this download link is not valid") from None
-    except ObjectNotFound:
+    except (ObjectNotFound, FileNotFoundError):
         raise HTTPException(404, "no such file") from None
+
+
+def _client_has(request: Request, etag: str) -> bool:
+    """Whether the request's If-None-Match names this version of the file (weak comparison)."""
+    header = request.headers.get("if-none-match")
+    if header is None:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return "*" in tags or etag.removeprefix("W/") in tags
