@@ -84,6 +84,8 @@ def test_add_frames_refines_a_gesture(service: Service) -> None:
     assert after["call"] == before["call"] + 40 and body["result"]["label_map"]["call"] == 3
     versions = {m["model_code"] for m in httpx.get(f"{service.url}/models").json()["models"]}
     assert {code, new_code} <= versions
+    again = httpx.post(f"{service.url}/models/{new_code}/gestures/call/frames", json={"landmarks": frames})
+    assert again.status_code == 409 and "already holds these frames" in again.json()["detail"], again.text
     listed = job_listed(service, code, r.json()["task_id"])
     assert listed["action"] == "add_frames" and listed["gesture"] == "call" and listed["child_code"] == new_code
     assert datetime.fromisoformat(listed["created_at"]).utcoffset() == timedelta(0)  # UTC, and saying so
