@@ -186,7 +186,26 @@ def even_spread(frames: np.ndarray, limit: int) -> np.ndarray:
     return frames[np.linspace(0, len(frames) - 1, limit).round().astype(np.int64)]
 
 
-def order_labels(found: Sequence[str], code: str, explicit: Sequence[str] | None) -> list[str]:
+def order_labels(
+    found: Sequence[str], code: str, explicit: Sequence[str] | None, existing: Sequence[str] | None = None
+) -> list[str]:
+    """The output order of a base's labels: `explicit` (`--labels`), else base_v1's shipped
+    order, else sorted. A base that replaces `existing` (a base of that code) keeps its labels at
+    their indices: apps run it and its children extend it."""
+    ordered = _ordered(found, code, explicit)
+    if existing is not None and list(existing) != ordered:
+        if set(existing) != set(found):
+            change = f"its labels are {', '.join(existing)}; the file has {', '.join(found)}"
+        else:
+            change = f"its labels are {', '.join(existing)}, in this order (pass --labels {','.join(existing)})"
+        raise ValueError(
+            f"{code} already exists and {change}; a replacement keeps every label at its index (the apps "
+            "running it and the models trained from it rely on them): import other labels under a new --code"
+        )
+    return ordered
+
+
+def _ordered(found: Sequence[str], code: str, explicit: Sequence[str] | None) -> list[str]:
     if explicit:
         repeated = sorted({name for name in explicit if list(explicit).count(name) > 1})
         if repeated:
@@ -289,6 +308,7 @@ def import_base(
     trained on at most TRAINING_FRAMES_PER_GESTURE per label, all of them stored as its samples."""
     data = read_csv(path)
     labels = [stored_form(name) for name in labels] if labels else labels
-    ordered = order_labels(list(data), code, labels)
+    existing = repo.get_model(settings.resolved_database_url, code) if repo.is_valid_code(code) else None
+    ordered = order_labels(list(data), code, labels, existing.labels if existing and existing.kind == "base" else None)
     config = MANY_HANDS_CONFIG if many_hands else EngineConfig()
     return create_base(settings, code, data, ordered, f"imported from {path.name}", config)

@@ -217,6 +217,23 @@ def test_a_storage_error_is_one_line(
     assert err == "error: put samples/ab.npy: the bucket refused it (403 Forbidden)\n"
 
 
+def test_a_replacement_base_keeps_every_label_at_its_index(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Re-importing a base of other labels would renumber what its apps and children show."""
+    rows = [("paper", recording("paper", 30)), ("rock", recording("rock", 30, seed=1))]
+    assert run_import(capsys, data_dir, write_csv(tmp_path / "first.csv", rows), "mine") == 0
+    first = registry_model(data_dir, "mine")
+    assert first is not None and first.labels == ["paper", "rock"]
+    other = [("one", recording("one", 30, seed=2)), ("rock", recording("rock", 30, seed=3))]
+    assert run_import(capsys, data_dir, write_csv(tmp_path / "other.csv", other), "mine") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: mine already exists and its labels are paper, rock; the file has one, rock;"), err
+    again = registry_model(data_dir, "mine")
+    assert again is not None and again.artifacts == first.artifacts  # left as it was
+    assert run_import(capsys, data_dir, write_csv(tmp_path / "first.csv", rows[::-1]), "mine") == 0  # same labels
+
+
 def test_labels_holding_the_same_frames_end_in_one_line_and_no_model(
     tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -47,6 +47,13 @@ def test_csv_import_validation(tmp_path: Path) -> None:
     assert order_labels(["a", "b"], "mine", ["b", "a"]) == ["b", "a"]
     with pytest.raises(ValueError, match="repeated: ok"):
         order_labels(["ok", "call"], "mine", ["ok", "call", "ok"])
+    # Replacing a base keeps each of its labels at its index: apps run it, children extend it.
+    assert order_labels(["b", "a"], "mine", None, existing=["a", "b"]) == ["a", "b"]
+    assert order_labels(["b", "a"], "mine", ["b", "a"], existing=["b", "a"]) == ["b", "a"]
+    with pytest.raises(ValueError, match=r"mine already exists and its labels are a, b; the file has a, c; a repl"):
+        order_labels(["a", "c"], "mine", None, existing=["a", "b"])
+    with pytest.raises(ValueError, match=r"its labels are b, a, in this order \(pass --labels b,a\)"):
+        order_labels(["a", "b"], "mine", None, existing=["b", "a"])
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join([header, rows[0], "rock," + ",".join(["0.9"] * 63 + ["1"])]) + "\n")
     with pytest.raises(FrameError, match=r"line 3, value 0: 0\.9 m is outside"):
