@@ -69,7 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             processes.lock_data_dir()  # before anything touches the registry (a migration, say)
             check_listen_address(settings)
-            check_services(settings)
+            check_services(settings, broker=True)
             processes.start()
         except RuntimeError as exc:  # e.g. another serve runs on this data directory
             print(f"ghostouch serve: {exc}", file=sys.stderr)
@@ -142,13 +142,13 @@ def cmd_api(args: argparse.Namespace) -> int:
         )
         return 2
     check_listen_address(settings)
-    check_services(settings)
+    check_services(settings, broker=True)
     return _run_api(settings)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _apply_overrides(args)
-    check_services(settings)  # a worker that cannot reach them would take jobs it can only drop
+    check_services(settings, broker=True)  # a worker that cannot reach them would take jobs it can only drop
     if args.parent_pid:
         _exit_with_parent(args.parent_pid)
     if not args.no_ensure_base:
@@ -340,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         level=level if level in logging.getLevelNamesMapping() else "INFO",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Alembic tells of its plugins and dialect at every start; `migrate` logs a schema change.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -40,10 +40,11 @@ def unusable_registry(url: str, exc: BaseException) -> ConfigError:
     return ConfigError(f"GHOSTOUCH_DATABASE_URL: {problem}")
 
 
-def check_services(settings: Settings, storage: bool = True) -> None:
-    """The registry database answers (its schema brought up to date) and the store takes a probe
-    object (written, read back, deleted): a setting that cannot work (a wrong bucket, a storage
-    that does not answer) stops the command with one line, not a worker failing every job."""
+def check_services(settings: Settings, storage: bool = True, broker: bool = False) -> None:
+    """The registry database answers (its schema brought up to date), the store takes a probe
+    object (written, read back, deleted) and, with `broker`, a configured broker answers: a
+    setting that cannot work (a wrong bucket, a broker URL naming no database) stops the command
+    with one line, not a worker failing every job or an API answering 503 to each."""
     from ghostouch.registry.db import migrate
 
     try:
@@ -52,6 +53,27 @@ def check_services(settings: Settings, storage: bool = True) -> None:
         raise unusable_registry(settings.resolved_database_url, exc) from None
     if storage:
         usable_store(settings).close()
+    if broker and settings.broker_url:  # (the embedded broker is `serve`'s own, started after this)
+        check_broker(settings)
+
+
+def check_broker(settings: Settings) -> None:
+    """The configured broker answers a PING, or ConfigError saying why (a port or database that
+    is not a number, a database Redis does not have, nothing listening)."""
+    from ghostouch.jobs.celery_app import make_celery
+
+    app = make_celery(settings, answering_phones=True)  # short timeouts: one try, no retry loop
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+            connection.default_channel.client.ping()
+    except Exception as exc:  # kombu, redis-py and URL parsing each raise their own
+        problem = first_line(exc) or type(exc).__name__
+        raise ConfigError(
+            f"GHOSTOUCH_BROKER_URL={without_password(str(settings.broker_url))!r}: cannot use the broker ({problem})"
+        ) from None
+    finally:
+        app.close()
 
 
 def usable_store(settings: Settings) -> ObjectStore:

@@ -32,6 +32,13 @@ CLOSED_PORT_DB = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
         ("api", "GHOSTOUCH_BROKER_URL", "http://127.0.0.1:6379/9", "GHOSTOUCH_BROKER_URL='http://127.0.0.1:6379/9'"),
         ("worker", "GHOSTOUCH_MAX_FRAMES_PER_GESTURE", "0", "greater than or equal to 20"),
         ("worker", "GHOSTOUCH_JOB_TIME_LIMIT_SECONDS", "0", "GHOSTOUCH_JOB_TIME_LIMIT_SECONDS='0': Input should be"),
+        ("worker", "GHOSTOUCH_BROKER_URL", "redis://127.0.0.1:6379/x", "cannot use the broker (Database is int"),
+        ("api", "GHOSTOUCH_BROKER_URL", "redis://127.0.0.1:abc/9", "cannot use the broker (Port could not be"),
+        ("worker", "GHOSTOUCH_BROKER_URL", "redis://127.0.0.1:6379/99", "cannot use the broker (DB index is out of"),
+        ("api", "GHOSTOUCH_BROKER_URL", f"redis://:pw@127.0.0.1:{free_port()}/9", "cannot use the broker (Error 111"),
+        ("storage", "GHOSTOUCH_PUBLIC_URL", "127.0.0.1:8111", "GHOSTOUCH_PUBLIC_URL='127.0.0.1:8111': Value error"),
+        ("api", "GHOSTOUCH_PUBLIC_URL", "http://h/a path", "GHOSTOUCH_PUBLIC_URL='http://h/a path': Value error"),
+        ("worker", "GHOSTOUCH_PUBLIC_URL", "http://h:abc", "has a port that is not a number"),
         ("api", "GHOSTOUCH_MAX_WAITING_JOBS", "-1", "GHOSTOUCH_MAX_WAITING_JOBS='-1': Input should be greater"),
         ("api", "GHOSTOUCH_LINK_TTL_SECONDS", "-100", "GHOSTOUCH_LINK_TTL_SECONDS='-100': Input should be greater"),
         ("api", "GHOSTOUCH_LINK_TTL_SECONDS", "99999999999999999", "Input should be less than or equal to 315360000"),
@@ -58,6 +65,7 @@ def test_settings_that_cannot_work_stop_the_command_with_one_line(
     )
     assert done.returncode == 2, done.stderr
     last = done.stderr.strip().splitlines()[-1]  # after the log lines of what went well
+    assert "alembic" not in done.stderr, done.stderr  # its start-up chatter is not an operator's business
     assert last.startswith(f"ghostouch {' '.join(args[:2]) if command == 'storage' else command}: "), done.stderr
     assert message in last and ":pw@" not in done.stderr, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
