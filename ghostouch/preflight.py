@@ -4,11 +4,14 @@ object. A setting that cannot work stops the command with one line naming it (`C
 
 from __future__ import annotations
 
+import logging
 import socket
 
 from ghostouch.config import ConfigError, Settings, without_password
 from ghostouch.storage import ObjectStore
 from ghostouch.text import first_line
+
+log = logging.getLogger(__name__)
 
 
 def check_listen_address(settings: Settings) -> None:
@@ -58,22 +61,39 @@ def check_services(settings: Settings, storage: bool = True, broker: bool = Fals
 
 
 def check_broker(settings: Settings) -> None:
-    """The configured broker answers a PING, or ConfigError saying why (a port or database that
-    is not a number, a database Redis does not have, nothing listening)."""
+    """ConfigError when the configured broker URL cannot work: a port or database that is not a
+    number, a database or password Redis refuses. A broker that does not answer yet (starting,
+    restarting) is only warned of: the API serves `/status` and downloads meanwhile and answers
+    503 to new jobs, and a worker keeps trying to connect."""
     from ghostouch.jobs.celery_app import make_celery
 
     app = make_celery(settings, answering_phones=True)  # short timeouts: one try, no retry loop
+    url = without_password(str(settings.broker_url))
     try:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1)
             connection.default_channel.client.ping()
     except Exception as exc:  # kombu, redis-py and URL parsing each raise their own
         problem = first_line(exc) or type(exc).__name__
-        raise ConfigError(
-            f"GHOSTOUCH_BROKER_URL={without_password(str(settings.broker_url))!r}: cannot use the broker ({problem})"
-        ) from None
+        if not _setting_at_fault(exc):
+            log.warning("GHOSTOUCH_BROKER_URL=%r does not answer yet (%s); starting anyway", url, problem)
+            return
+        raise ConfigError(f"GHOSTOUCH_BROKER_URL={url!r}: cannot use the broker ({problem})") from None
     finally:
         app.close()
+
+
+def _setting_at_fault(exc: BaseException) -> bool:
+    """Whether a broker failure comes from the URL itself (or Redis refusing what it names),
+    rather than from a broker that is not reachable at the moment."""
+    from redis.exceptions import AuthenticationError, ResponseError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ValueError | ResponseError | AuthenticationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def usable_store(settings: Settings) -> ObjectStore:

@@ -35,7 +35,7 @@ CLOSED_PORT_DB = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
         ("worker", "GHOSTOUCH_BROKER_URL", "redis://127.0.0.1:6379/x", "cannot use the broker (Database is int"),
         ("api", "GHOSTOUCH_BROKER_URL", "redis://127.0.0.1:abc/9", "cannot use the broker (Port could not be"),
         ("worker", "GHOSTOUCH_BROKER_URL", "redis://127.0.0.1:6379/99", "cannot use the broker (DB index is out of"),
-        ("api", "GHOSTOUCH_BROKER_URL", f"redis://:pw@127.0.0.1:{free_port()}/9", "cannot use the broker (Error 111"),
+        ("api", "GHOSTOUCH_BROKER_URL", "redis://:pw@127.0.0.1:6379/x", "GHOSTOUCH_BROKER_URL='redis://:***@127"),
         ("storage", "GHOSTOUCH_PUBLIC_URL", "127.0.0.1:8111", "GHOSTOUCH_PUBLIC_URL='127.0.0.1:8111': Value error"),
         ("api", "GHOSTOUCH_PUBLIC_URL", "http://h/a path", "GHOSTOUCH_PUBLIC_URL='http://h/a path': Value error"),
         ("worker", "GHOSTOUCH_PUBLIC_URL", "http://h:abc", "has a port that is not a number"),
