@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -217,6 +218,29 @@ def test_a_child_leaves_out_unknown_poses_its_parent_shows_as_a_kept_gesture(par
     # A parent that vouches for (nearly) everything would leave no "no gesture" samples: ignored.
     everything = _unknown_poses(sets, 900, EngineConfig(), np.random.default_rng(0), lambda f: np.ones(len(f), bool))
     assert len(everything) == len(unfiltered)
+
+
+def test_every_child_asks_its_parent_gated_or_not(parent: TrainedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Children of many-hands bases (no familiarity gate) keep their parent's answers too: the
+    unknown poses the parent shows as a shared gesture are not trained as "no gesture"."""
+    from ghostouch.bases import MANY_HANDS_CONFIG
+
+    asked: list[int] = []
+    original = ParentModel.shows
+
+    def counting(self: ParentModel, frames: np.ndarray, labels: list[str]) -> np.ndarray:
+        asked.append(len(frames))
+        return original(self, frames, labels)
+
+    monkeypatch.setattr(ParentModel, "shows", counting)
+    from_parent = ParentModel(LiteModel.load(parent.tflite_uint8), list(BASE))
+    child = train_gesture_model(recordings((*BASE, "one"), 1), MANY_HANDS_CONFIG, parent=from_parent)
+    assert child.gate is None and asked and sum(asked) > 100
+    asked.clear()
+    train_gesture_model(
+        recordings((*BASE, "one"), 1), replace(MANY_HANDS_CONFIG, keep_parent_answers=False), parent=from_parent
+    )
+    assert not asked
 
 
 def test_trim_strays_drops_stray_frames_only() -> None:

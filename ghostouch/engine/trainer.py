@@ -73,7 +73,7 @@ class EngineConfig:
     # learned from many people's hands (bases.MANY_HANDS_CONFIG).
     gate_3d: bool = True
     gate_radius_3d: float = gating.RADIUS_3D
-    # A gated child leaves out the unknown poses its parent shows as one of the gestures they
+    # A child leaves out the unknown poses its parent shows as one of the gestures they
     # share: where the parent answered a gesture, so does the child (`ParentModel`).
     keep_parent_answers: bool = True
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -261,11 +261,13 @@ def train_gesture_model(
     names = [g.name for g in gestures]
     flat = all(is_flat(s) for s in train_sets)
     gated = (cfg.gate_2d if flat else cfg.gate_3d) and len(gestures) >= 3
-    # Only a gated lineage (one person's recordings) keeps its parent's answers: a parent without
-    # the gate (many people's hands) shows whole regions as its gestures, never-taught poses too,
-    # and its children would keep those (bench/RESULTS.md, "A child keeps its parent's answers").
+    # Every child keeps its parent's answers, gated or not. Without the gate (many people's
+    # hands) the parent also shows some never-taught poses as its gestures, and the child then
+    # does too, as often as its parent did; without this, teaching one gesture to the synthetic
+    # base_v1 turned 7 points of real base_v1 frames to "no gesture" (bench/RESULTS.md, "The
+    # default lineage on real frames").
     parent_shows = None
-    if parent is not None and cfg.keep_parent_answers and gated:
+    if parent is not None and cfg.keep_parent_answers:
         parent_shows = partial(parent.shows, labels=names)
     x, y, w = build_training_set(train_sets, cfg, rng, twin_pairs, parent_shows)
     # 2-D keypoints (every z = 0) get the pose embedding among the features (features.py).
