@@ -108,9 +108,13 @@ class Settings(BaseSettings):
             return None
         parts = urlsplit(value)
         try:
-            parts.port  # noqa: B018 - parsing it checks it
+            port = parts.port
         except ValueError:
-            raise ValueError("has a port that is not a number from 0 to 65535") from None
+            port = 0
+        if port == 0:  # (None: no port given)
+            raise ValueError("has a port that is not a number from 1 to 65535")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not hold a user name or password: it is sent to every phone in its links")
         if parts.scheme not in ("http", "https") or not parts.hostname or any(ch.isspace() for ch in value):
             raise ValueError("must be the absolute http(s) URL phones reach the API at, e.g. https://api.example.com")
         if parts.query or parts.fragment:

@@ -22,18 +22,11 @@ BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 # Characters that change nothing a reader can tell apart in a name: variation selectors (an
-# emoji's text or emoji style, a CJK glyph variant), the zero-width non-joiner and the combining
-# grapheme joiner. Names equal but for them (and for NFKC's compatibility forms, such as
-# full-width letters) count as one name (`lookalike_key`).
-_UNSEEN = dict.fromkeys(
-    [
-        *range(0xFE00, 0xFE10),
-        *range(0xE0100, 0xE01F0),
-        *range(0x180B, 0x1810),
-        0x200C,
-        0x034F,
-    ]
-)
+# emoji's text or emoji style, a CJK glyph variant) and the combining grapheme joiner. Names equal
+# but for them, for full-width or half-width forms, or for a zero-width non-joiner between Latin
+# letters (scripts such as Persian and Devanagari render it), count as one name (`lookalike_key`).
+_UNSEEN = dict.fromkeys([*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0), *range(0x180B, 0x180E), 0x180F, 0x034F])
+ZWNJ = "\u200c"
 
 
 class InvalidName(ValueError):
@@ -47,8 +40,21 @@ def stored_form(raw: str) -> str:
 
 def lookalike_key(name: str) -> str:
     """What a name looks like: two names with the same key would show the same to a user
-    ("paper" and "paper" + U+FE0F, "✌" and "✌️", "ｐａｐｅｒ" and "paper")."""
-    return unicodedata.normalize("NFKC", stored_form(name).translate(_UNSEEN))
+    ("paper" and "paper" + U+FE0F, "✌" and "✌️", "ｐａｐｅｒ" and "paper"). Only width forms are
+    folded, not every compatibility form: "①" and "1", "ℹ" and "i", "ㅎㅏ" and "하" look different."""
+    text = stored_form(name).translate(_UNSEEN)
+    folded = []
+    for i, ch in enumerate(text):
+        if ch == ZWNJ and _latin(text[i - 1 : i]) and _latin(text[i + 1 : i + 2]):
+            continue
+        tag, _, code = unicodedata.decomposition(ch).partition(" ")
+        folded.append(chr(int(code, 16)) if tag in ("<wide>", "<narrow>") and " " not in code else ch)
+    return unicodedata.normalize("NFC", "".join(folded))
+
+
+def _latin(ch: str) -> bool:
+    """A Latin letter or digit (where a zero-width non-joiner changes nothing on screen)."""
+    return bool(ch) and (ch.isascii() or "LATIN" in unicodedata.name(ch, "")) and ch.isalnum()
 
 
 def lookalike_in(name: str, names: list[str]) -> str | None:

@@ -84,13 +84,14 @@ def check_broker(settings: Settings) -> None:
 
 
 def _setting_at_fault(exc: BaseException) -> bool:
-    """Whether a broker failure comes from the URL itself (or Redis refusing what it names),
-    rather than from a broker that is not reachable at the moment."""
-    from redis.exceptions import AuthenticationError, ResponseError
+    """Whether a broker failure comes from the URL itself (or Redis refusing what it names, or
+    another kind of server answering), rather than from a broker not reachable at the moment."""
+    from redis.exceptions import AuthenticationError, InvalidResponse, ResponseError
 
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, ValueError | ResponseError | AuthenticationError):
+        # InvalidResponse: something other than Redis answers there (an HTTP server, say).
+        if isinstance(seen, ValueError | ResponseError | AuthenticationError | InvalidResponse):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

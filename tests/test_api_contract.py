@@ -133,6 +133,7 @@ def test_names_that_need_invisible_characters_are_kept(name: str) -> None:
         ("pa\u200cper", "paper"),  # a zero-width non-joiner between Latin letters
         ("\u270c", "\u270c\ufe0f"),  # an emoji without and with its emoji-style selector (iOS adds it)
         ("\uff50\uff41\uff50\uff45\uff52", "paper"),  # full-width letters
+        ("\uff8a\uff9f", "\u30d1"),  # half-width katakana
     ],
 )
 def test_names_that_look_the_same_are_one_name(name: str, existing: str) -> None:
@@ -140,7 +141,23 @@ def test_names_that_look_the_same_are_one_name(name: str, existing: str) -> None
     assert lookalike_in(existing, ["rock", name]) == name
 
 
-@pytest.mark.parametrize(("name", "other"), [("Paper", "paper"), ("👨\u200d👩\u200d👧", "👨👩👧"), ("전화", "전하")])
+@pytest.mark.parametrize(
+    ("name", "other"),
+    [
+        ("Paper", "paper"),
+        ("👨\u200d👩\u200d👧", "👨👩👧"),
+        ("전화", "전하"),
+        ("\u314e\u314f", "\ud558"),  # separate jamo beside the syllable they make
+        ("\u2139\ufe0f", "i"),  # compatibility forms other than width ones look different
+        ("\u2460", "1"),
+        ("1\ufe0f\u20e3", "1"),  # a keycap
+        ("\u0915\u094d\u200c\u0937", "\u0915\u094d\u0937"),  # the non-joiner shows in Devanagari
+        (
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+            "\u0645\u06cc\u062e\u0648\u0627\u0647\u0645",
+        ),  # and in Persian
+    ],
+)
 def test_names_that_differ_visibly_stay_apart(name: str, other: str) -> None:
     assert lookalike_in(name, [other]) is None
 

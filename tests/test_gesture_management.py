@@ -54,6 +54,18 @@ def test_rename_makes_a_new_version_with_the_same_model(service: Service) -> Non
     lookalike = httpx.post(f"{service.url}/models/{code}/gestures/rock/rename", json={"new_name": "paper\ufe0f"})
     assert lookalike.status_code == 409 and "which looks the same as" in lookalike.json()["detail"], lookalike.text
     assert httpx.post(f"{service.url}/models/{code}/gestures/nope/rename", json={"new_name": "x"}).status_code == 404
+    same = httpx.post(f"{service.url}/models/{code}/gestures/rock/rename", json={"new_name": "rock"})
+    assert same.status_code == 409 and "already has that name" in same.json()["detail"]
+    # A gesture may take a spelling that looks like its own (here: a plain one for a full-width one).
+    wide = httpx.post(
+        f"{service.url}/models/{code}/gestures/rock/rename", json={"new_name": "\uff52\uff4f\uff43\uff4b"}
+    )
+    assert wide.status_code == 201, wide.text
+    plain = httpx.post(
+        f"{service.url}/models/{wide.json()['model_code']}/gestures/\uff52\uff4f\uff43\uff4b/rename",
+        json={"new_name": "rock"},
+    )
+    assert plain.status_code == 201 and plain.json()["label_map"]["rock"] == 1, plain.text
 
 
 def test_delete_retrains_without_the_gesture(service: Service) -> None:

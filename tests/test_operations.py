@@ -3,8 +3,10 @@ database that goes away under a running API gives clients a 503 they can retry."
 
 from __future__ import annotations
 
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,26 @@ from tests.gcs_fixtures import Gateway
 from tests.test_registry import _postgres_url
 
 CLOSED_PORT_DB = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+
+
+class _KeepAliveHttp(socketserver.BaseRequestHandler):
+    """Answers whatever arrives as an HTTP/1.1 server does to a request it cannot parse, and keeps
+    the connection open (as uvicorn does): something other than Redis at a broker URL."""
+
+    def handle(self) -> None:
+        self.request.recv(1024)
+        self.request.sendall(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+        time.sleep(5)
+
+
+def _http_server_port() -> int:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _KeepAliveHttp)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return int(server.server_address[1])
+
+
+SOME_HTTP_PORT = _http_server_port()
 
 
 @pytest.mark.parametrize(
@@ -39,6 +61,9 @@ CLOSED_PORT_DB = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
         ("storage", "GHOSTOUCH_PUBLIC_URL", "127.0.0.1:8111", "GHOSTOUCH_PUBLIC_URL='127.0.0.1:8111': Value error"),
         ("api", "GHOSTOUCH_PUBLIC_URL", "http://h/a path", "GHOSTOUCH_PUBLIC_URL='http://h/a path': Value error"),
         ("worker", "GHOSTOUCH_PUBLIC_URL", "http://h:abc", "has a port that is not a number"),
+        ("api", "GHOSTOUCH_PUBLIC_URL", "https://h:0", "has a port that is not a number from 1"),
+        ("api", "GHOSTOUCH_PUBLIC_URL", "https://u:pw@h", "must not hold a user name or password"),
+        ("api", "GHOSTOUCH_BROKER_URL", f"redis://127.0.0.1:{SOME_HTTP_PORT}/8", "cannot use the broker (Protocol"),
         ("api", "GHOSTOUCH_MAX_WAITING_JOBS", "-1", "GHOSTOUCH_MAX_WAITING_JOBS='-1': Input should be greater"),
         ("api", "GHOSTOUCH_LINK_TTL_SECONDS", "-100", "GHOSTOUCH_LINK_TTL_SECONDS='-100': Input should be greater"),
         ("api", "GHOSTOUCH_LINK_TTL_SECONDS", "99999999999999999", "Input should be less than or equal to 315360000"),

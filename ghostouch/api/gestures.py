@@ -101,12 +101,15 @@ async def rename_gesture(
     state: Annotated[ApiState, Depends(get_state)],
     owner: Annotated[str, Depends(current_owner)],
 ) -> dict[str, Any]:
-    """A new version whose gesture `name` is called `new_name`; same model file, same indices."""
+    """A new version whose gesture `name` is called `new_name`; the same model, same indices."""
     body = parse_body(RenameRequest, await read_json_body(request))
     model = await run_in_threadpool(visible_model, state, code, owner)
     name = _gesture(model, name).name
     new = clean_gesture_name(body.new_name, field="new_name")
-    existing = lookalike_in(new, model.labels)
+    if new == name:
+        raise HTTPException(409, f"gesture {quoted(name)} of model {code} already has that name")
+    # The gesture itself may be renamed to a form that looks the same (its plain spelling, say).
+    existing = lookalike_in(new, [label for label in model.labels if label != name])
     if existing is not None:
         looks = "" if existing == new else f", which looks the same as {quoted(new)}"
         raise HTTPException(409, f"model {code} already has a gesture named {quoted(existing)}{looks}")

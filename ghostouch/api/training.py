@@ -202,7 +202,8 @@ QUEUE_FULL_RETRY_AFTER_SECONDS = 60
 def refuse_when_queue_full(state: ApiState) -> None:
     """503 with Retry-After when `GHOSTOUCH_MAX_WAITING_JOBS` jobs already wait for a worker: a
     job queued behind them would start after its app has stopped polling, and each one holds
-    its frames in storage meanwhile. (A soft cap: requests arriving together may pass it by a few.)"""
+    its frames in storage meanwhile. (A soft cap: requests arriving together may pass it by up to the
+    API's number of worker threads, 40 by default, since each counts before the others record.)"""
     cap = state.settings.max_waiting_jobs
     if cap and job_records.count_waiting(state.db_url) >= cap:
         raise HTTPException(

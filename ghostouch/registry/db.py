@@ -102,8 +102,11 @@ def migrate(url: str, revision: str = "head") -> None:
         before = _revision(connection)
         command.upgrade(cfg, revision)
         after = _revision(connection)
-    if after != before:
-        log.info("registry schema of %s brought from revision %s to %s", engine.url.render_as_string(), before, after)
+    where = engine.url.render_as_string()  # (its password hidden)
+    if before is None and after is not None:
+        log.info("registry schema created in %s (revision %s)", where, after)
+    elif after != before:
+        log.info("registry schema of %s brought from revision %s to %s", where, before, after)
 
 
 def _revision(connection: Any) -> str | None:
