@@ -193,7 +193,8 @@ def order_labels(
     order, else sorted. A base that replaces `existing` (a base of that code) keeps its labels at
     their indices: apps run it and its children extend it."""
     ordered = _ordered(found, code, explicit)
-    if existing is not None and list(existing) != ordered:
+    existing = [stored_form(name) for name in existing] if existing is not None else None  # older bases
+    if existing is not None and existing != ordered:
         if set(existing) != set(found):
             change = f"its labels are {', '.join(existing)}; the file has {', '.join(found)}"
         else:

@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     # Jobs that may wait for a worker at once; past it `POST /train` answers 503 with Retry-After
     # (a job that would start minutes later has lost its user: Android stops polling after 2 min).
     # 0: no cap.
-    max_waiting_jobs: int = Field(default=200, ge=0)
+    max_waiting_jobs: int = Field(default=150, ge=0)
     # Training-data cap per gesture (frames kept as references for children).
     max_frames_per_gesture: int = Field(default=400, ge=MIN_FRAMES)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -142,6 +142,8 @@ class Settings(BaseSettings):
         if self.public_url:
             return self.public_url.rstrip("/")
         host = socket.gethostname() if self.listens_everywhere else self.host
+        if ":" in host and not host.startswith("["):  # an IPv6 address goes in brackets in a URL
+            host = f"[{host}]"
         return f"http://{host}:{self.port}"
 
     @property

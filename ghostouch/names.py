@@ -26,7 +26,6 @@ BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 # but for them, for full-width or half-width forms, or for a zero-width non-joiner between Latin
 # letters (scripts such as Persian and Devanagari render it), count as one name (`lookalike_key`).
 _UNSEEN = dict.fromkeys([*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0), *range(0x180B, 0x180E), 0x180F, 0x034F])
-ZWNJ = "\u200c"
 
 
 class InvalidName(ValueError):
@@ -42,19 +41,29 @@ def lookalike_key(name: str) -> str:
     """What a name looks like: two names with the same key would show the same to a user
     ("paper" and "paper" + U+FE0F, "✌" and "✌️", "ｐａｐｅｒ" and "paper"). Only width forms are
     folded, not every compatibility form: "①" and "1", "ℹ" and "i", "ㅎㅏ" and "하" look different."""
-    text = stored_form(name).translate(_UNSEEN)
+    text = stored_form(name).translate(_UNSEEN).strip()  # a space that hid before a selector
     folded = []
-    for i, ch in enumerate(text):
-        if ch == ZWNJ and _latin(text[i - 1 : i]) and _latin(text[i + 1 : i + 2]):
-            continue
+    for ch in text:
         tag, _, code = unicodedata.decomposition(ch).partition(" ")
         folded.append(chr(int(code, 16)) if tag in ("<wide>", "<narrow>") and " " not in code else ch)
-    return unicodedata.normalize("NFC", "".join(folded))
+    # Zero-width (non-)joiners between Latin letters or digits change nothing on screen (other
+    # scripts, and emoji sequences, render them).
+    kept = [ch for i, ch in enumerate(folded) if not (ch in ZERO_WIDTH_JOINERS and _latin_around(folded, i))]
+    return unicodedata.normalize("NFC", "".join(kept))
+
+
+def _latin_around(chars: list[str], i: int) -> bool:
+    """Whether the run of zero-width joiners holding `chars[i]` lies between Latin letters or digits."""
+    before, after = i - 1, i + 1
+    while before >= 0 and chars[before] in ZERO_WIDTH_JOINERS:
+        before -= 1
+    while after < len(chars) and chars[after] in ZERO_WIDTH_JOINERS:
+        after += 1
+    return before >= 0 and after < len(chars) and _latin(chars[before]) and _latin(chars[after])
 
 
 def _latin(ch: str) -> bool:
-    """A Latin letter or digit (where a zero-width non-joiner changes nothing on screen)."""
-    return bool(ch) and (ch.isascii() or "LATIN" in unicodedata.name(ch, "")) and ch.isalnum()
+    return (ch.isascii() or "LATIN" in unicodedata.name(ch, "")) and ch.isalnum()
 
 
 def lookalike_in(name: str, names: list[str]) -> str | None:

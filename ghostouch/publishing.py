@@ -48,7 +48,8 @@ def renamed_in_report(metrics: dict[str, Any], old: str, new: str) -> dict[str, 
     def keys(table: Any) -> Any:
         return {name(k): v for k, v in table.items()} if isinstance(table, dict) else table
 
-    out = {**metrics, "renamed": {"from": old, "to": new}}
+    renames = [*metrics.get("renames", []), {"from": old, "to": new}]  # the whole chain
+    out = {**metrics, "renamed": renames[-1], "renames": renames}
     for field in ("labels", "orientation_twins"):
         if isinstance(out.get(field), list):
             out[field] = [[name(n) for n in item] if isinstance(item, list) else name(item) for item in out[field]]
@@ -57,8 +58,9 @@ def renamed_in_report(metrics: dict[str, Any], old: str, new: str) -> dict[str, 
             out[field] = keys(out[field])
     confusion = out.get("holdout_confusion")
     if isinstance(confusion, dict):
-        axes = {axis: [name(n) for n in confusion.get(axis, [])] for axis in ("rows", "columns")}
-        out["holdout_confusion"] = {**confusion, **axes}
+        rows = [name(n) for n in confusion.get("rows", [])]
+        columns = list(confusion.get("columns", []))  # the gestures, then "no gesture"
+        out["holdout_confusion"] = {**confusion, "rows": rows, "columns": rows + columns[len(rows) :]}
     duplicate = out.get("duplicate_check")
     if isinstance(duplicate, dict):
         shares = keys(duplicate.get("shares"))

@@ -131,6 +131,9 @@ def test_names_that_need_invisible_characters_are_kept(name: str) -> None:
         ("paper\ufe0f", "paper"),  # a variation selector after a letter
         ("paper\u034f", "paper"),  # the combining grapheme joiner
         ("pa\u200cper", "paper"),  # a zero-width non-joiner between Latin letters
+        ("pa\u200c\u200cper", "paper"),  # two of them
+        ("pa\u200dper", "paper"),  # a zero-width joiner there
+        ("paper \ufe0f", "paper"),  # a space hidden before a selector
         ("\u270c", "\u270c\ufe0f"),  # an emoji without and with its emoji-style selector (iOS adds it)
         ("\uff50\uff41\uff50\uff45\uff52", "paper"),  # full-width letters
         ("\uff8a\uff9f", "\u30d1"),  # half-width katakana

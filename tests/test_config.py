@@ -31,6 +31,7 @@ def test_download_links_never_point_at_the_wildcard_address(tmp_path: Path) -> N
         f"http://{socket.gethostname()}:8111"
     )
     assert Settings(data_dir=tmp_path, host="127.0.0.1", port=8111).resolved_public_url == "http://127.0.0.1:8111"
+    assert Settings(data_dir=tmp_path, host="::1", port=8111).resolved_public_url == "http://[::1]:8111"
     chosen = Settings(data_dir=tmp_path, host="0.0.0.0", public_url="https://models.example.org/")
     assert chosen.resolved_public_url == "https://models.example.org"
     # ... and `api` warns when it had to guess: for every link the API itself answers.

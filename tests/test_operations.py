@@ -3,6 +3,7 @@ database that goes away under a running API gives clients a 503 they can retry."
 
 from __future__ import annotations
 
+import functools
 import socketserver
 import subprocess
 import sys
@@ -34,14 +35,13 @@ class _KeepAliveHttp(socketserver.BaseRequestHandler):
         time.sleep(5)
 
 
-def _http_server_port() -> int:
+@functools.cache
+def http_server_port() -> int:
+    """Started on first use only (a test that names `{http_port}` in its setting)."""
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _KeepAliveHttp)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return int(server.server_address[1])
-
-
-SOME_HTTP_PORT = _http_server_port()
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ SOME_HTTP_PORT = _http_server_port()
         ("worker", "GHOSTOUCH_PUBLIC_URL", "http://h:abc", "has a port that is not a number"),
         ("api", "GHOSTOUCH_PUBLIC_URL", "https://h:0", "has a port that is not a number from 1"),
         ("api", "GHOSTOUCH_PUBLIC_URL", "https://u:pw@h", "must not hold a user name or password"),
-        ("api", "GHOSTOUCH_BROKER_URL", f"redis://127.0.0.1:{SOME_HTTP_PORT}/8", "cannot use the broker (Protocol"),
+        ("api", "GHOSTOUCH_BROKER_URL", "redis://127.0.0.1:{http_port}/8", "cannot use the broker (Protocol"),
         ("api", "GHOSTOUCH_MAX_WAITING_JOBS", "-1", "GHOSTOUCH_MAX_WAITING_JOBS='-1': Input should be greater"),
         ("api", "GHOSTOUCH_LINK_TTL_SECONDS", "-100", "GHOSTOUCH_LINK_TTL_SECONDS='-100': Input should be greater"),
         ("api", "GHOSTOUCH_LINK_TTL_SECONDS", "99999999999999999", "Input should be less than or equal to 315360000"),
@@ -82,7 +82,7 @@ def test_settings_that_cannot_work_stop_the_command_with_one_line(
 ) -> None:
     env = service_env(tmp_path / "data", spare_redis_url(redis_url), free_port())
     env = {k: v for k, v in env.items() if not k.startswith("FIREBASE_")}
-    env[setting] = value
+    env[setting] = value.replace("{http_port}", str(http_server_port())) if "{http_port}" in value else value
     (tmp_path / "data").mkdir()
     args = {"storage": ["storage", "sweep", "--wait", "0"]}.get(command, [command])
     done = subprocess.run(
@@ -215,6 +215,10 @@ def test_a_full_queue_refuses_new_jobs_with_retry_after(tmp_path: Path, redis_ur
         frames = hands.generate_recording("one", 30, rng, handedness=1.0).tolist()
         more = httpx.post(f"{svc.url}/models/base_v1/gestures/rock/frames", json={"landmarks": frames}, timeout=30)
         assert more.status_code == 503 and "queue is full" in more.json()["detail"]
+        fewer = httpx.delete(f"{svc.url}/models/base_v1/gestures/rock", timeout=30)
+        assert fewer.status_code == 503 and fewer.headers["retry-after"] == "60"
+        jobs = httpx.get(f"{svc.url}/models/base_v1/jobs", timeout=30).json()
+        assert [job["gesture"] for job in jobs] == ["first", "second"]  # no job recorded for the refused
         retry = post(first_body, key="k-first")
         assert retry.status_code == 202 and retry.json()["task_id"] == first.json()["task_id"]
         svc.start_worker()  # takes the waiting jobs: places free up

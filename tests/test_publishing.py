@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ghostouch.config import JOB_KILL_GRACE_SECONDS, Settings
-from ghostouch.publishing import SWEEP_REFUSE_OVER, LeftoverSweep, SweepRefused, publish_model
+from ghostouch.publishing import SWEEP_REFUSE_OVER, LeftoverSweep, SweepRefused, publish_model, renamed_in_report
 from ghostouch.registry import repo
 from ghostouch.registry.db import has_registry, migrate
 from ghostouch.storage import LocalObjectStore, RetryPolicy, StorageError, TransientError
@@ -205,3 +205,28 @@ def test_the_sweep_refuses_a_registry_that_looks_like_another_stores(db_url: str
     forced = LeftoverSweep(min_age_s=0.0, force=True)
     forced.run(db_url, store)
     assert len(forced.run(db_url, store)) == 11 and len(store.list_keys("models/")) == 4
+
+
+def test_a_renamed_report_names_gestures_as_the_label_map_does() -> None:
+    """Only gesture names change: the confusion matrix's "no gesture" column stays, even beside a
+    gesture once called that, and a chain of renames is kept."""
+    names = ["paper", "no gesture"]
+    metrics = {
+        "labels": names,
+        "holdout_per_class_accuracy": {"paper": 1.0, "no gesture": 0.9},
+        "holdout_confusion": {"rows": names, "columns": [*names, "no gesture"], "matrix": [[1, 0, 0], [0, 9, 1]]},
+        "training_frames": {"paper": 80, "no gesture": 80},
+        "orientation_twins": [["paper", "no gesture"]],
+        "duplicate_check": {"existing_gesture": "paper", "shares": {"paper": 0.2, "no gesture": 0.1}},
+    }
+    once = renamed_in_report(metrics, "no gesture", "fist")
+    assert once["labels"] == ["paper", "fist"] and once["orientation_twins"] == [["paper", "fist"]]
+    assert once["holdout_confusion"]["columns"] == ["paper", "fist", "no gesture"]
+    assert once["holdout_confusion"]["matrix"] == metrics["holdout_confusion"]["matrix"]
+    assert set(once["holdout_per_class_accuracy"]) == set(once["training_frames"]) == {"paper", "fist"}
+    assert once["duplicate_check"]["shares"] == {"paper": 0.2, "fist": 0.1}
+    twice = renamed_in_report(once, "paper", "hand")
+    assert twice["duplicate_check"]["existing_gesture"] == "hand"
+    assert twice["renamed"] == {"from": "paper", "to": "hand"}
+    assert twice["renames"] == [{"from": "no gesture", "to": "fist"}, {"from": "paper", "to": "hand"}]
+    assert metrics["labels"] == names  # the parent's metrics are left as they were

@@ -171,6 +171,7 @@ def test_jobs_and_idempotency_keys(db_url: str) -> None:
     stored = job_records.get_job(db_url, job["task_id"])
     assert stored is not None and stored["status"] == "FAILURE" and stored["error_info"] == "why"
     assert job_records.count_waiting(db_url) == 1  # `other` only
+    assert stored["created_at"].endswith("+00:00")  # UTC, saying so, on either database
     # A retry of the request puts a failed job back in the queue, once however many retries race.
     assert job_records.queue_again(db_url, job["task_id"]) and not job_records.queue_again(db_url, job["task_id"])
     again_pending = job_records.get_job(db_url, job["task_id"])
@@ -307,3 +308,13 @@ def test_a_job_waiting_too_long_in_the_queue_is_sent_again_once_per_period(db_ur
     assert job_records.pending_jobs_to_resend(db_url, 60) == []  # just sent again: not before 60 s
     assert job_records.claim_job(db_url, job["task_id"], "host:1", 60, lambda _c: False, 3)
     assert job_records.pending_jobs_to_resend(db_url, 0) == []  # running, not waiting
+
+
+def test_times_are_told_in_utc_whatever_zone_the_database_answers_in() -> None:
+    from datetime import timedelta, timezone
+
+    from ghostouch.registry.schema import iso_utc
+
+    assert iso_utc(datetime(2026, 11, 27, 12, 0)) == "2026-11-27T12:00:00+00:00"  # SQLite: no zone
+    paris = datetime(2026, 11, 27, 13, 0, tzinfo=timezone(timedelta(hours=1)))  # a session's zone
+    assert iso_utc(paris) == "2026-11-27T12:00:00+00:00"

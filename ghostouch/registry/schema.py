@@ -19,8 +19,9 @@ def utcnow() -> datetime:
 
 
 def iso_utc(moment: datetime) -> str:
-    """ISO 8601 with its zone: SQLite hands back the stored UTC times without one."""
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+    """ISO 8601 in UTC, saying so: SQLite hands back the stored UTC times without a zone,
+    PostgreSQL in its session's zone."""
+    return (moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
 
 
 class Base(DeclarativeBase):
