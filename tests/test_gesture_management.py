@@ -106,6 +106,34 @@ def test_add_frames_refines_a_gesture(service: Service) -> None:
     assert {job["action"] for job in httpx.get(f"{service.url}/models/base_v1/jobs").json()} >= {"train"}
 
 
+def test_frames_a_model_holds_are_not_added_twice(service: Service) -> None:
+    """Re-sent frames (in another order, mixed with new ones) count once; frames stored under
+    another gesture, or only frames the gesture holds, end the job FAILURE saying so."""
+    code = _child_with_call(service)
+    call = hands.generate_recording("call", 80, np.random.default_rng(8), handedness=1.0)  # as trained
+    before = {g["name"]: g["frames"] for g in httpx.get(f"{service.url}/models/{code}/gestures").json()}
+    fresh = hands.generate_recording("call", 30, np.random.default_rng(12), handedness=1.0)
+    mixed = np.concatenate([call[20:50][::-1], fresh]).tolist()
+
+    def add(gesture: str, frames: list) -> dict:
+        r = httpx.post(f"{service.url}/models/{code}/gestures/{gesture}/frames", json={"landmarks": frames})
+        assert r.status_code == 202, r.text
+        return poll_like_android(service.url, r.json()["task_id"])[0]
+
+    body = add("call", mixed)
+    assert body["status"] == "SUCCESS", body
+    after = {
+        g["name"]: g["frames"]
+        for g in httpx.get(f"{service.url}/models/{body['result']['model_code']}/gestures").json()
+    }
+    assert after["call"] == before["call"] + 30  # the 30 re-sent frames are not counted again
+    body = add("call", call[::-1].tolist())
+    assert body["status"] == "FAILURE" and "already holds all of these frames" in body["error_info"], body
+    body = add("rock", call[:40].tolist())
+    assert body["status"] == "FAILURE", body
+    assert body["error_info"].startswith("40 of these frames are stored under the gesture 'call'"), body
+
+
 def job_listed(service: Service, code: str, task_id: str) -> dict:
     """The job as `GET /models/{code}/jobs` lists it."""
     jobs = httpx.get(f"{service.url}/models/{code}/jobs").json()

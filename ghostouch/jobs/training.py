@@ -238,6 +238,8 @@ def _plan_train(
     except (repo.MissingSamples, ObjectNotFound):  # e.g. a worker that cannot see the API's storage
         log.error("job %s: its frames %s are not in %s", job["task_id"], new_ref, ctx.store.description)
         raise JobFailed("this request's frames are missing from the model storage; post them again") from None
+    if refined:
+        new_ref, new_frames = _unstored_frames(ctx, parent, gesture, new_ref, new_frames)
     infos, training = _gesture_data(ctx, parent.gestures, gesture, new_ref)
     duplicate: dict[str, Any] | None = None
     if not job["options"].get("allow_duplicate"):
@@ -257,6 +259,33 @@ def _plan_train(
         infos.append(repo.GestureInfo(gesture, len(infos), [new_ref], len(new_frames)))
         training.append(GestureFrames(gesture, new_frames[-ctx.settings.max_frames_per_gesture :]))
     return Plan(infos, training, f"{parent.code} + {gesture}", {"refined": refined, "duplicate_check": duplicate})
+
+
+def _unstored_frames(
+    ctx: WorkerContext, parent: repo.ModelInfo, gesture: str, new_ref: str, new_frames: np.ndarray
+) -> tuple[str, np.ndarray]:
+    """Frames added to `gesture` that it does not hold yet (a re-sent recording would count and
+    weigh twice), stored as a set of their own when some were left out. JobFailed when none are
+    new, or when some are stored under another gesture (one frame cannot show two gestures)."""
+    stored = StoredFrames(ctx, parent.gestures)
+    sent = [frame.tobytes() for frame in new_frames]
+    for other in stored:
+        if other != gesture:
+            theirs = {frame.tobytes() for frame in stored[other]}
+            shared = sum(frame in theirs for frame in sent)
+            if shared:
+                raise JobFailed(
+                    f"{shared} of these frames are stored under the gesture '{other}'; a frame can show one "
+                    f"gesture only: send frames recorded for '{gesture}'"
+                )
+    held = {frame.tobytes() for frame in stored[gesture]}
+    fresh = np.array([frame not in held for frame in sent])
+    if not fresh.any():
+        raise JobFailed(f"the gesture '{gesture}' already holds all of these frames; record new ones")
+    if fresh.all():
+        return new_ref, new_frames
+    kept = new_frames[fresh]
+    return repo.store_sample_set(ctx.db_url, ctx.store, kept), kept
 
 
 def _end_duplicate(ctx: WorkerContext, job: dict[str, Any], message: str, scores: dict[str, Any]) -> None:
