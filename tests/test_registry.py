@@ -86,6 +86,25 @@ def frames(seed: int, n: int = 50) -> np.ndarray:
     return np.random.default_rng(seed).normal(0, 0.03, (n, 64)).astype(np.float32)
 
 
+def test_the_jobs_list_tells_old_jobs_by_what_they_did() -> None:
+    """`action` in GET /models/{code}/jobs, for jobs from before and after revision 0002."""
+    from ghostouch.api.models import job_action
+
+    labels = ["paper", "rock", "scissors"]
+
+    def job(gesture: str, status: str, **options: bool) -> dict:
+        return {"kind": "train", "gesture": gesture, "status": status, "options": options}
+
+    assert job_action({**job("rock", "SUCCESS"), "kind": "delete"}, labels) == "delete"
+    assert job_action(job("rock", "SUCCESS", refine=True), labels) == "add_frames"
+    assert job_action(job("rock", "PENDING", refine=True), labels) == "add_frames"
+    assert job_action(job("rock", "DUPLICATE"), labels) == "train"  # a name the model has, refused
+    assert job_action(job("rock", "PENDING"), labels) == "train"  # ... on its way to that
+    assert job_action(job("rock", "SUCCESS"), labels) == "add_frames"  # refined before 0002
+    assert job_action(job("ok", "SUCCESS", refine=True), labels) == "train"  # flagged by 0002, a new gesture
+    assert job_action(job("ok", "SUCCESS"), labels) == "train"
+
+
 def test_migrations_are_idempotent(db_url: str) -> None:
     migrate(db_url)
     migrate(db_url)

@@ -90,16 +90,21 @@ def get_jobs(
 ) -> list[dict[str, Any]]:
     """Jobs started from this model, oldest first; `action` says which request made each: `train`
     (POST /train, a new gesture), `add_frames` or `delete` (gesture management)."""
-    visible_model(state, code, owner)
+    model = visible_model(state, code, owner)
     keep = ("task_id", "gesture", "status", "current_step", "error_info", "child_code", "created_at")
     return [
-        {"action": job_action(j), **{k: j[k] for k in keep}}
+        {"action": job_action(j, model.labels), **{k: j[k] for k in keep}}
         for j in job_records.jobs_of_model(state.db_url, code)
         if j["owner"] == owner
     ]
 
 
-def job_action(job: dict[str, Any]) -> str:
+def job_action(job: dict[str, Any], parent_labels: list[str]) -> str:
+    """Which request made a job of this parent. Jobs from before registry revision 0002 refined
+    a gesture whenever they named one the parent has (no `refine` flag then), and that revision
+    flagged every job still unfinished, new gestures too."""
     if job["kind"] == "delete":
         return "delete"
-    return "add_frames" if job["options"].get("refine") else "train"
+    if job["gesture"] not in parent_labels:
+        return "train"
+    return "add_frames" if job["options"].get("refine") or job["status"] == "SUCCESS" else "train"
