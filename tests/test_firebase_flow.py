@@ -63,8 +63,12 @@ def test_serve_with_firebase_storage(tmp_path: Path, gcs_emulator: Emulator, ser
         # a signed link the API answers: the whole last segment is the file name Android saves
         assert tflite_url.startswith(f"{url}/dl/") and not parsed.query
         assert tflite_url.rsplit("/", 1)[1] == f"{body['result']['model_code']}.tflite"
-        model = LiteModel.load(httpx.get(tflite_url).content)
+        download = httpx.get(tflite_url)
+        model = LiteModel.load(download.content)
         assert model.n_outputs == 4
+        # relayed from the bucket: revalidated without sending it again
+        cached = httpx.get(tflite_url, headers={"If-None-Match": download.headers["etag"]})
+        assert cached.status_code == 304 and cached.content == b"", cached
         probs = model.predict_proba(hands.generate_pose("three", 100, rng, handedness=1.0))
         assert float(np.mean(np.argmax(probs, axis=1) == 3)) >= 0.8
         # nothing but the registry and scratch on local disk: models and samples live in the bucket

@@ -3,6 +3,7 @@ links of the local backend (`GHOSTOUCH_PUBLIC_LINKS`; Firebase's public links na
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Annotated
 
@@ -67,8 +68,12 @@ def _serve(request: Request, state: ApiState, key: str, expires: str | None, sig
             return found
         # A bucket: the API relays the file (a model is about 200 KB), so that the link's last
         # segment is the file name (StorageError: 503, `errors.storage_error`).
-        disposition = f'attachment; filename="{name}"'
-        return Response(store.get_bytes(key), media_type=media, headers={"Content-Disposition": disposition})
+        content = store.get_bytes(key)
+        etag = f'"{hashlib.sha256(content).hexdigest()[:32]}"'
+        if _client_has(request, etag):
+            return Response(status_code=304, headers={"ETag": etag})
+        headers = {"Content-Disposition": f'attachment; filename="{name}"', "ETag": etag}
+        return Response(content, media_type=media, headers=headers)
     except LinkExpired:
         raise HTTPException(403, "this download link has expired; poll /status again for a fresh one") from None
     except LinkError:
