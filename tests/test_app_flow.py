@@ -99,7 +99,8 @@ def test_a_rerecorded_base_gesture_is_a_duplicate(service: Service) -> None:
     )
     body, _ = poll_like_android(service.url, r.json()["task_id"])
     assert body["status"] == "DUPLICATE" and "which looks the same as" in body["error_info"], body
-    assert body["error_detail"]["duplicate"] == {"is_duplicate": True, "existing_gesture": "rock", "same_name": True}
+    duplicate = body["error_detail"]["duplicate"]
+    assert duplicate == {"is_duplicate": True, "existing_gesture": "rock", "same_name": True, "looks_alike": True}
 
 
 def test_thumbs_down_is_taught_after_thumbs_up(service: Service) -> None:

@@ -138,6 +138,7 @@ def test_a_name_the_model_already_has_ends_duplicate_and_changes_nothing(service
     assert "already has a gesture named 'rock'" in status["error_info"]
     assert "/models/base_v1/gestures/" in status["error_info"]
     assert status["error_detail"]["duplicate"]["existing_gesture"] == "rock"
+    assert status["error_detail"]["duplicate"]["looks_alike"] is False  # the very name, once trimmed
     assert status["result"] is None
     jobs = httpx.get(f"{service.url}/models/base_v1/jobs").json()
     assert next(j for j in jobs if j["task_id"] == r.json()["task_id"])["child_code"] is None

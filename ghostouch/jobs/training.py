@@ -229,7 +229,8 @@ def _plan_train(
             job,
             f"the model already has a gesture named '{existing}'{looks}; give the new gesture another name, "
             f"or add frames to '{existing}' with POST {path}",
-            {"is_duplicate": True, "existing_gesture": existing, "same_name": True},
+            # same_name: the name is taken; looks_alike: by a spelling that only looks the same
+            {"is_duplicate": True, "existing_gesture": existing, "same_name": True, "looks_alike": existing != gesture},
         )
         return None
     new_ref = job["sample_ref"]
