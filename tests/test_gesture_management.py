@@ -97,7 +97,10 @@ def test_add_frames_refines_a_gesture(service: Service) -> None:
     versions = {m["model_code"] for m in httpx.get(f"{service.url}/models").json()["models"]}
     assert {code, new_code} <= versions
     again = httpx.post(f"{service.url}/models/{new_code}/gestures/call/frames", json={"landmarks": frames})
-    assert again.status_code == 409 and "already holds these frames" in again.json()["detail"], again.text
+    assert again.status_code == 202, again.text
+    resent, _ = poll_like_android(service.url, again.json()["task_id"])
+    assert resent["status"] == "FAILURE" and "already holds all of these frames" in resent["error_info"], resent
+    assert resent["result"] is None and job_listed(service, new_code, again.json()["task_id"])["child_code"] is None
     listed = job_listed(service, code, r.json()["task_id"])
     assert listed["action"] == "add_frames" and listed["gesture"] == "call" and listed["child_code"] == new_code
     assert datetime.fromisoformat(listed["created_at"]).utcoffset() == timedelta(0)  # UTC, and saying so

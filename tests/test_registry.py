@@ -150,6 +150,25 @@ def _publish(db_url: str, code: str, parent: str | None, gestures: list[repo.Ges
         )
 
 
+def test_a_job_reads_each_sample_set_once(
+    db_url: str, store: LocalObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ghostouch.jobs.samples import SampleSets, StoredFrames
+
+    a, b, c = frames(1, 30), frames(2, 30), frames(3, 30)
+    refs = [repo.store_sample_set(db_url, store, f) for f in (a, b, c)]
+    reads: list[str] = []
+    original = store.get_bytes
+    monkeypatch.setattr(store, "get_bytes", lambda key: reads.append(key) or original(key))
+    samples = SampleSets(db_url, store)
+    np.testing.assert_array_equal(samples.newest(refs, 40), np.concatenate([b, c])[-40:])  # a is not read
+    assert len(reads) == 2
+    known = StoredFrames(samples, [repo.GestureInfo("g", 0, refs, 90)])
+    np.testing.assert_array_equal(known["g"], np.concatenate([a, b, c]))
+    np.testing.assert_array_equal(samples.newest(refs, 400), known["g"])
+    assert len(reads) == 3 and samples.frames([]).shape == (0, 64)
+
+
 def test_lineage_shares_samples_by_reference(db_url: str, store: LocalObjectStore) -> None:
     refs = [repo.store_sample_set(db_url, store, frames(i)) for i in range(3)]
     gestures = [repo.GestureInfo(f"g{i}", i, [r], 50) for i, r in enumerate(refs)]

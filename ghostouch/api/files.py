@@ -62,18 +62,17 @@ def _serve(request: Request, state: ApiState, key: str, expires: str | None, sig
         name = key.rsplit("/", 1)[-1]
         if isinstance(store, LocalObjectStore):
             path = store.local_path(key)
-            found = StoredFileResponse(path, media_type=media, filename=name, stat_result=os.stat(path))
-            if _client_has(request, found.headers["etag"]):
-                return Response(status_code=304, headers={"ETag": found.headers["etag"]})
-            return found
-        # A bucket: the API relays the file (a model is about 200 KB), so that the link's last
-        # segment is the file name (StorageError: 503, `errors.storage_error`).
-        content = store.get_bytes(key)
-        etag = f'"{hashlib.sha256(content).hexdigest()[:32]}"'
-        if _client_has(request, etag):
-            return Response(status_code=304, headers={"ETag": etag})
-        headers = {"Content-Disposition": f'attachment; filename="{name}"', "ETag": etag}
-        return Response(content, media_type=media, headers=headers)
+            found: Response = StoredFileResponse(path, media_type=media, filename=name, stat_result=os.stat(path))
+        else:
+            # A bucket: the API relays the file (a model is about 200 KB), so that the link's last
+            # segment is the file name (StorageError: 503, `errors.storage_error`).
+            content = store.get_bytes(key)
+            etag = f'"{hashlib.sha256(content).hexdigest()[:32]}"'
+            headers = {"Content-Disposition": f'attachment; filename="{name}"', "ETag": etag}
+            found = Response(content, media_type=media, headers=headers)
+        if _client_has(request, found.headers["etag"]):  # its copy is this one
+            return Response(status_code=304, headers={"ETag": found.headers["etag"]})
+        return found
     except LinkExpired:
         raise HTTPException(403, "this download link has expired; poll /status again for a fresh one") from None
     except LinkError:

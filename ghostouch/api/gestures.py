@@ -121,7 +121,7 @@ async def rename_gesture(
     "/{name:path}/frames",
     status_code=202,
     response_model=TrainAccepted,
-    responses=error_responses(404, 409, 413, 422, 503),
+    responses=error_responses(404, 413, 422, 503),
     openapi_extra=json_body_schema(FramesRequest),
 )
 async def add_frames(
@@ -136,11 +136,9 @@ async def add_frames(
     raw = await read_json_body(request)
     body = await run_in_threadpool(parse_body, FramesRequest, raw)
     model = await run_in_threadpool(visible_model, state, code, owner)
-    gesture = _gesture(model, name)
-    name = gesture.name
+    name = _gesture(model, name).name
     frames = await run_in_threadpool(checked_frames, body.landmarks)
-    if repo.sample_ref_of(frames) in gesture.sample_refs:  # they would count, and weigh, twice
-        raise HTTPException(409, f"gesture {quoted(name)} of model {code} already holds these frames; send new ones")
+    # (Frames the gesture already holds are left out by the job, `jobs.training._unstored_frames`.)
     job = await run_in_threadpool(
         queue_job, state, owner, model.code, name, frames, {"allow_duplicate": True, "refine": True}, idempotency_key
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
@@ -17,6 +17,7 @@ from ghostouch.engine.duplicates import check_duplicate
 from ghostouch.engine.trainer import EngineConfig, GestureFrames, ParentModel, train_gesture_model
 from ghostouch.engine.verify import LiteModel, ModelCheckFailed
 from ghostouch.jobs import recovery
+from ghostouch.jobs.samples import SampleSets, StoredFrames
 from ghostouch.names import lookalike_in
 from ghostouch.publishing import publish_model
 from ghostouch.registry import job_records, repo
@@ -46,21 +47,6 @@ def context_for(settings: Settings) -> WorkerContext:
         store = build_store(settings.storage_settings())
         _contexts[key] = WorkerContext(settings, settings.resolved_database_url, store)
     return _contexts[key]
-
-
-def gesture_training_frames(ctx: WorkerContext, refs: list[str]) -> np.ndarray:
-    """A gesture's newest frames up to the per-gesture cap (only the sample sets they are in are
-    read)."""
-    cap = ctx.settings.max_frames_per_gesture
-    blocks: list[np.ndarray] = []
-    total = 0
-    for ref in reversed(refs):
-        frames = repo.load_sample_sets(ctx.db_url, ctx.store, [ref])
-        blocks.insert(0, frames)
-        total += len(frames)
-        if total >= cap:
-            break
-    return np.concatenate(blocks)[-cap:]
 
 
 def run_training_job(ctx: WorkerContext, task_id: str, engine_config: EngineConfig | None = None) -> None:
@@ -143,25 +129,6 @@ class StepClock:
         return self._name or "starting"
 
 
-class StoredFrames(Mapping[str, np.ndarray]):
-    """Every stored frame of each of the parent's gestures, loaded when read. The duplicate check
-    compares with all of them, not only the newest ones the child trains on: a base imported from
-    long recordings covers more than its last frames show. It reads one gesture's."""
-
-    def __init__(self, ctx: WorkerContext, gestures: list[repo.GestureInfo]) -> None:
-        self._ctx = ctx
-        self._refs = {g.name: list(g.sample_refs) for g in gestures}
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return repo.load_sample_sets(self._ctx.db_url, self._ctx.store, self._refs[name])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._refs)
-
-    def __len__(self) -> int:
-        return len(self._refs)
-
-
 def _duplicate_check(
     parent: ParentModel, gesture: str, new_frames: np.ndarray, known: Mapping[str, np.ndarray]
 ) -> dict[str, Any]:
@@ -182,10 +149,11 @@ def _train(ctx: WorkerContext, job: dict[str, Any], step: Any, engine_config: En
     refined = frozenset({gesture}) if gesture in parent.labels else frozenset()  # new frames may narrow it
     parent_model = ParentModel(lite, parent.labels, not_kept=refined)
     step("collecting training data")
+    samples = SampleSets(ctx.db_url, ctx.store)
     if job["kind"] == "delete":
-        plan: Plan | None = _plan_delete(ctx, parent, gesture)
+        plan: Plan | None = _plan_delete(ctx, samples, parent, gesture)
     else:
-        plan = _plan_train(ctx, job, parent, parent_model, step)
+        plan = _plan_train(ctx, samples, job, parent, parent_model, step)
     if plan is not None:
         _train_and_publish(ctx, job, parent, parent_model, plan, engine_config, step, clock)
 
@@ -200,18 +168,23 @@ class Plan:
     extra: dict[str, Any]
 
 
-def _plan_delete(ctx: WorkerContext, parent: repo.ModelInfo, gesture: str) -> Plan:
+def _plan_delete(ctx: WorkerContext, samples: SampleSets, parent: repo.ModelInfo, gesture: str) -> Plan:
     remaining = [g for g in parent.gestures if g.name != gesture]
     if len(remaining) == len(parent.gestures):
         raise JobFailed(f"model {parent.code} has no gesture '{gesture}'")
     # Later gestures move down one index: the label map of the result says where each one is.
-    infos, training = _gesture_data(ctx, remaining, None, None)
+    infos, training = _gesture_data(ctx, samples, remaining, None, None)
     infos = [repo.GestureInfo(g.name, i, g.sample_refs, g.n_frames) for i, g in enumerate(infos)]
     return Plan(infos, training, f"{parent.code} - {gesture}", {"deleted": gesture})
 
 
 def _plan_train(
-    ctx: WorkerContext, job: dict[str, Any], parent: repo.ModelInfo, parent_model: ParentModel, step: Any
+    ctx: WorkerContext,
+    samples: SampleSets,
+    job: dict[str, Any],
+    parent: repo.ModelInfo,
+    parent_model: ParentModel,
+    step: Any,
 ) -> Plan | None:
     """Parent gestures plus the new one (or, for POST .../frames, the refined one); None when the
     job ended as DUPLICATE: a name the parent has, or a pose it already knows."""
@@ -235,17 +208,17 @@ def _plan_train(
         return None
     new_ref = job["sample_ref"]
     try:
-        new_frames = repo.load_sample_sets(ctx.db_url, ctx.store, [new_ref])
+        new_frames = samples.frames([new_ref])
     except (repo.MissingSamples, ObjectNotFound):  # e.g. a worker that cannot see the API's storage
         log.error("job %s: its frames %s are not in %s", job["task_id"], new_ref, ctx.store.description)
         raise JobFailed("this request's frames are missing from the model storage; post them again") from None
     if refined:
-        new_ref, new_frames = _unstored_frames(ctx, parent, gesture, new_ref, new_frames)
-    infos, training = _gesture_data(ctx, parent.gestures, gesture, new_ref)
+        new_ref, new_frames = _unstored_frames(ctx, samples, parent, gesture, new_ref, new_frames)
+    infos, training = _gesture_data(ctx, samples, parent.gestures, gesture, new_ref)
     duplicate: dict[str, Any] | None = None
     if not job["options"].get("allow_duplicate"):
         step("checking for duplicate gestures")
-        duplicate = _duplicate_check(parent_model, gesture, new_frames, StoredFrames(ctx, parent.gestures))
+        duplicate = _duplicate_check(parent_model, gesture, new_frames, StoredFrames(samples, parent.gestures))
         if duplicate["is_duplicate"]:
             _end_duplicate(
                 ctx,
@@ -263,12 +236,17 @@ def _plan_train(
 
 
 def _unstored_frames(
-    ctx: WorkerContext, parent: repo.ModelInfo, gesture: str, new_ref: str, new_frames: np.ndarray
+    ctx: WorkerContext,
+    samples: SampleSets,
+    parent: repo.ModelInfo,
+    gesture: str,
+    new_ref: str,
+    new_frames: np.ndarray,
 ) -> tuple[str, np.ndarray]:
     """Frames added to `gesture` that it does not hold yet (a re-sent recording would count and
     weigh twice), stored as a set of their own when some were left out. JobFailed when none are
     new, or when some are stored under another gesture (one frame cannot show two gestures)."""
-    stored = StoredFrames(ctx, parent.gestures)
+    stored = StoredFrames(samples, parent.gestures)
     sent = [frame.tobytes() for frame in new_frames]
     for other in stored:
         if other != gesture:
@@ -301,7 +279,11 @@ def _end_duplicate(ctx: WorkerContext, job: dict[str, Any], message: str, scores
 
 
 def _gesture_data(
-    ctx: WorkerContext, gestures: list[repo.GestureInfo], refine: str | None, new_ref: str | None
+    ctx: WorkerContext,
+    samples: SampleSets,
+    gestures: list[repo.GestureInfo],
+    refine: str | None,
+    new_ref: str | None,
 ) -> tuple[list[repo.GestureInfo], list[GestureFrames]]:
     """Each gesture's sample references and training frames, with `new_ref` added to `refine`.
     The child keeps every reference, also those beyond the training cap: the duplicate check of
@@ -312,7 +294,7 @@ def _gesture_data(
         refs = [*g.sample_refs, new_ref] if g.name == refine and new_ref else list(g.sample_refs)
         stored = repo.count_sample_frames(ctx.db_url, refs)
         infos.append(repo.GestureInfo(g.name, g.output_index, refs, stored))
-        training.append(GestureFrames(g.name, gesture_training_frames(ctx, refs)))
+        training.append(GestureFrames(g.name, samples.newest(refs, ctx.settings.max_frames_per_gesture)))
     return infos, training
 
 
