@@ -69,6 +69,17 @@ def test_serve_with_firebase_storage(tmp_path: Path, gcs_emulator: Emulator, ser
         # relayed from the bucket: revalidated without sending it again
         cached = httpx.get(tflite_url, headers={"If-None-Match": download.headers["etag"]})
         assert cached.status_code == 304 and cached.content == b"", cached
+        # and resumed by a download manager: one byte range, or the whole file past a changed If-Range
+        whole, etag = download.content, download.headers["etag"]
+        part = httpx.get(tflite_url, headers={"Range": "bytes=100-199"})
+        assert part.status_code == 206 and part.content == whole[100:200], part
+        assert part.headers["content-range"] == f"bytes 100-199/{len(whole)}"
+        tail = httpx.get(tflite_url, headers={"Range": "bytes=-10", "If-Range": etag})
+        assert tail.status_code == 206 and tail.content == whole[-10:]
+        stale = httpx.get(tflite_url, headers={"Range": "bytes=0-9", "If-Range": '"older"'})
+        assert stale.status_code == 200 and stale.content == whole
+        beyond = httpx.get(tflite_url, headers={"Range": f"bytes={len(whole)}-"})
+        assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{len(whole)}"
         probs = model.predict_proba(hands.generate_pose("three", 100, rng, handedness=1.0))
         assert float(np.mean(np.argmax(probs, axis=1) == 3)) >= 0.8
         # nothing but the registry and scratch on local disk: models and samples live in the bucket

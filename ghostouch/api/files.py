@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, Response
-from starlette.responses import MalformedRangeHeader
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from ghostouch.api.errors import error_responses
 from ghostouch.api.state import ApiState, get_state
@@ -66,10 +66,7 @@ def _serve(request: Request, state: ApiState, key: str, expires: str | None, sig
         else:
             # A bucket: the API relays the file (a model is about 200 KB), so that the link's last
             # segment is the file name (StorageError: 503, `errors.storage_error`).
-            content = store.get_bytes(key)
-            etag = f'"{hashlib.sha256(content).hexdigest()[:32]}"'
-            headers = {"Content-Disposition": f'attachment; filename="{name}"', "ETag": etag}
-            found = Response(content, media_type=media, headers=headers)
+            found = _relayed(request, store.get_bytes(key), media, name)
         if _client_has(request, found.headers["etag"]):  # its copy is this one
             return Response(status_code=304, headers={"ETag": found.headers["etag"]})
         return found
@@ -79,6 +76,25 @@ def _serve(request: Request, state: ApiState, key: str, expires: str | None, sig
         raise HTTPException(403, "this download link is not valid") from None
     except (ObjectNotFound, FileNotFoundError):
         raise HTTPException(404, "no such file") from None
+
+
+def _relayed(request: Request, content: bytes, media: str, name: str) -> Response:
+    """A file fetched from a bucket, answered by the local files' rules: one byte range (206), a
+    range beyond the end (416), anything else whole (several ranges too, which RFC 9110 allows)."""
+    etag = f'"{hashlib.sha256(content).hexdigest()[:32]}"'
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', "ETag": etag, "Accept-Ranges": "bytes"}
+    asked, if_range = request.headers.get("range"), request.headers.get("if-range")
+    if asked is None or (if_range is not None and if_range != etag):
+        return Response(content, media_type=media, headers=headers)
+    try:
+        ranges = StoredFileResponse._parse_range_header(asked, len(content))
+    except RangeNotSatisfiable:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{len(content)}", "ETag": etag})
+    if len(ranges) != 1:
+        return Response(content, media_type=media, headers=headers)
+    start, end = ranges[0]  # end exclusive
+    headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(content)}"
+    return Response(content[start:end], status_code=206, media_type=media, headers=headers)
 
 
 def _client_has(request: Request, etag: str) -> bool:
