@@ -16,7 +16,14 @@ import numpy as np
 from sqlalchemy.exc import IntegrityError
 
 from ghostouch.config import MIN_FRAMES, Settings
-from ghostouch.engine.frames import FRAME_SIZE, MIN_HAND_EXTENT, FrameError, frame_problem, hand_extent
+from ghostouch.engine.frames import (
+    FRAME_SIZE,
+    MIN_HAND_EXTENT,
+    FrameError,
+    frame_problem,
+    hand_extent,
+    layout_problem,
+)
 from ghostouch.engine.trainer import EngineConfig, GestureFrames, train_gesture_model
 from ghostouch.jobs.training import context_for
 from ghostouch.names import InvalidName, clean_gesture_name, lookalike_in, stored_form
@@ -166,6 +173,9 @@ def _hand_frames(path: Path, name: str, label: _LabelRows) -> np.ndarray:
                 "other (a hand's world landmarks span about 80-200 mm), as when tracking is lost"
             )
         raise FrameError(message)
+    problem = layout_problem(frames[shows])
+    if problem:
+        raise FrameError(f"{where}: {problem}")
     if blank:
         log.warning("%s: left out %s, which show no hand", where, _some_lines(blank))
     return frames[shows]

@@ -67,6 +67,16 @@ def test_bad_frames_get_422_naming_the_frame(service: Service, mutate: object, f
     assert r.status_code == 422 and fragment in r.json()["detail"]
 
 
+def test_frames_in_another_value_order_get_422_saying_which(service: Service) -> None:
+    grouped = np.asarray(frames(), dtype=np.float32)
+    grouped[:, :63] = grouped[:, :63].reshape(-1, 21, 3).transpose(0, 2, 1).reshape(-1, 63)
+    r = post(service, {"model_code": "base_v1", "gesture": "g", "landmarks": grouped.tolist()})
+    assert r.status_code == 422 and "coordinate-major" in r.json()["detail"], r.text
+    flat = [value for frame in frames() for value in frame]
+    r = post(service, {"model_code": "base_v1", "gesture": "g", "landmarks": flat})
+    assert r.status_code == 422 and "a flat list of 3840 numbers" in r.json()["detail"], r.text
+
+
 def test_non_finite_numbers_are_refused(service: Service) -> None:
     body = frames()
     text = json.dumps({"model_code": "base_v1", "gesture": "g", "landmarks": body})

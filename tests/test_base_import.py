@@ -89,6 +89,18 @@ def test_labels_with_too_few_frames_are_refused(tmp_path: Path, per_label: tuple
     assert len(read_csv(write_csv(tmp_path / "enough.csv", rows))["rock"]) == MIN_FRAMES
 
 
+def test_a_label_sent_coordinate_major_is_refused(tmp_path: Path) -> None:
+    """A header in the apps' names over values grouped x0..x20, y0..y20, z0..z20 (an exporter's
+    mistake the header check cannot see)."""
+    rock = recording("rock", 30, seed=1)
+    rock[:, :63] = rock[:, :63].reshape(-1, 21, 3).transpose(0, 2, 1).reshape(-1, 63)
+    path = write_csv(tmp_path / "grouped.csv", [("paper", recording("paper", 30)), ("rock", rock)])
+    with pytest.raises(
+        FrameError, match=r"label 'rock' \(first on line 32\): the values of each frame look coordinate-major"
+    ):
+        read_csv(path)
+
+
 def with_value(frames: np.ndarray, row: int, position: int, value: float) -> np.ndarray:
     changed = frames.copy()
     changed[row, position] = value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from ghostouch.engine.frames import (
     app_view,
     check_frames,
     frame_problem,
+    layout_problem,
     normalize,
 )
 
@@ -69,6 +71,53 @@ def test_frame_count_limits() -> None:
         check_frames([good_frame()] * 5, 20, 30)
     with pytest.raises(FrameError, match="got 31 frames"):
         check_frames([good_frame()] * 31, 20, 30)
+
+
+def coordinate_major(frames: np.ndarray) -> np.ndarray:
+    """Frames as a client that sends x0 ... x20, y0 ... y20, z0 ... z20, handedness would."""
+    out = np.array(frames, dtype=np.float32)
+    out[:, :63] = out[:, :63].reshape(-1, 21, 3).transpose(0, 2, 1).reshape(-1, 63)
+    return out
+
+
+@pytest.mark.parametrize("pose", ["paper", "rock", "scissors", "thumbs_up", "point_left", "ok"])
+def test_frames_sent_coordinate_major_are_refused_saying_so(pose: str) -> None:
+    rng = np.random.default_rng(3)
+    for handedness in (0.0, 1.0):
+        recording = hands.generate_recording(pose, 20, rng, handedness=handedness)
+        assert check_frames(recording.tolist(), 20, 30).shape == (20, 64)
+        with pytest.raises(FrameError, match=r"coordinate-major .* send each frame landmark by landmark, x0, y0, z0"):
+            check_frames(coordinate_major(recording).tolist(), 20, 30)
+        flat = recording.copy()
+        flat[:, 2:63:3] = 0.0  # 2-D keypoints fed as z = 0 (the imported bases)
+        assert layout_problem(flat) is None and layout_problem(coordinate_major(flat)) is not None
+
+
+def test_the_layout_check_leaves_points_that_are_no_hand_either_way_alone() -> None:
+    scattered = np.random.default_rng(4).uniform(-0.1, 0.1, (50, 64)).astype(np.float32)
+    assert layout_problem(scattered) is None
+
+
+def test_real_recordings_pass_the_layout_check_and_fail_it_regrouped(shared_data: Path) -> None:
+    """Every 20 consecutive frames of every real recording (world and 2-D), as sent and as a
+    coordinate-major client would send them."""
+    from bench.datasets import load_all
+
+    windows = 0
+    for dataset in load_all(shared_data):
+        for label, frames in dataset.frames.items():
+            for start in range(0, len(frames) - 19, 5):
+                window = frames[start : start + 20]
+                assert layout_problem(window) is None, (dataset.name, label, start)
+                assert layout_problem(coordinate_major(window)) is not None, (dataset.name, label, start)
+                windows += 1
+    assert windows > 1500
+
+
+def test_a_flat_list_of_numbers_is_refused_as_such() -> None:
+    flat = [value for _ in range(100) for value in good_frame()]
+    with pytest.raises(FrameError, match=r"a flat list of 6400 numbers: send \[\[x0, y0, z0"):
+        check_frames(flat, 20, 1000)
 
 
 def test_app_quantization_is_one_millimetre_and_clamps() -> None:
