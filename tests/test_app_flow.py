@@ -92,6 +92,7 @@ def test_a_rerecorded_base_gesture_is_a_duplicate(service: Service) -> None:
     scores = body["error_detail"]["duplicate"]
     assert {"similarity", "mean_probability", "shares", "spread_ratio", "orientation_ratio"} <= set(scores)
     assert scores["shares"]["rock"] == scores["similarity"] and 0.0 < scores["spread_ratio"] < 2.0
+    assert scores["other_hand"] is False  # the base's rock holds both hands
     # A name that looks like one the model has (here with a variation selector) would show twice.
     new_frames = hands.generate_recording("call", 100, np.random.default_rng(6), handedness=1.0).tolist()
     r = httpx.post(
@@ -123,6 +124,24 @@ def test_thumbs_down_is_taught_after_thumbs_up(service: Service) -> None:
     dup, _ = poll_like_android(service.url, r.json()["task_id"])
     assert dup["status"] == "DUPLICATE", dup
     assert dup["error_detail"]["duplicate"]["existing_gesture"] == "thumbs_up"
+
+
+def test_a_direction_taught_with_one_hand_is_the_mirrored_direction_of_the_other(service: Service) -> None:
+    """A left hand is read as the mirror image of a right one, so pointing left with the left hand
+    is pointing right with the right: the job says why it refuses the second, and the model shows
+    the first for both."""
+    rng = np.random.default_rng(23)
+    left_hand = hands.generate_recording("point_left", 100, rng, handedness=0.0).tolist()
+    body, model = train_and_download(service, "base_v1", "point_left", left_hand)
+    assert accuracy(model, hands.generate_pose("point_right", 200, rng, handedness=1.0), 3) >= 0.9
+    right_hand = hands.generate_recording("point_right", 100, rng, handedness=1.0).tolist()
+    r = httpx.post(
+        f"{service.url}/train",
+        json={"model_code": body["result"]["model_code"], "gesture": "point_right", "landmarks": right_hand},
+    )
+    dup, _ = poll_like_android(service.url, r.json()["task_id"])
+    assert dup["status"] == "DUPLICATE" and dup["error_detail"]["duplicate"]["other_hand"] is True, dup
+    assert "recorded with the other hand, and a left hand is read as the mirror image" in dup["error_info"]
 
 
 def test_the_running_api_process_never_loads_tensorflow(service: Service) -> None:

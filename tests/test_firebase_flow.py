@@ -110,6 +110,8 @@ def test_serve_with_firebase_storage(tmp_path: Path, gcs_emulator: Emulator, ser
         download = httpx.get(tflite_url, timeout=120)
         assert download.status_code == 503, download.text
         assert download.json() == {"detail": "the model storage is unavailable; please retry"}
+        held = httpx.get(tflite_url, headers={"If-None-Match": etag}, timeout=10)  # no bucket needed
+        assert held.status_code == 304 and held.headers["etag"] == etag, held
         started = time.monotonic()
         again = hands.generate_recording("four", 100, rng, handedness=1.0).tolist()
         refused = httpx.post(

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from ghostouch.engine import hands
-from tests.conftest import Service, free_port, service_env, spare_redis_url, wait_until
+from tests.conftest import Service, free_port, poll_like_android, service_env, spare_redis_url, wait_until
 from tests.gcs_fixtures import Gateway
 from tests.test_registry import _postgres_url
 
@@ -226,3 +226,34 @@ def test_a_full_queue_refuses_new_jobs_with_retry_after(tmp_path: Path, redis_ur
     finally:
         svc.stop_all()
         redis.Redis.from_url(broker).flushdb()
+
+
+def test_a_base_whose_model_file_is_gone_is_not_ready_and_fails_jobs_saying_whose_problem(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """A bucket emptied (or another one configured) under a registry that names base_v1: `/readyz`
+    says so instead of `ready`, and a fresh install's job tells the user it is the server's fault
+    (it cannot "train from another model": base_v1 is all it knows)."""
+    broker = spare_redis_url(redis_url)
+    redis.Redis.from_url(broker).flushdb()
+    port = free_port()
+    svc = Service(tmp_path / "data", service_env(tmp_path / "data", broker, port), port, logs=tmp_path)
+    svc.data_dir.mkdir()
+    svc.start_api()
+    svc.start_worker()  # provisions base_v1
+    try:
+        svc.wait_ready()
+        assert httpx.get(f"{svc.url}/readyz").json()["checks"]["base_v1"] == "ok"
+        (model_file,) = (svc.data_dir / "objects" / "models" / "base_v1").rglob("base_v1.tflite")
+        model_file.unlink()
+        answer = httpx.get(f"{svc.url}/readyz", timeout=10)
+        assert answer.status_code == 503 and answer.json()["ready"] is False
+        assert answer.json()["checks"]["base_v1"].startswith("registered, but its model file models/base_v1/")
+        frames = hands.generate_recording("call", 40, np.random.default_rng(2), handedness=1.0).tolist()
+        r = httpx.post(f"{svc.url}/train", json={"model_code": "base_v1", "gesture": "call", "landmarks": frames})
+        body, _ = poll_like_android(svc.url, r.json()["task_id"])
+        assert body["status"] == "FAILURE" and body["error_info"] == (
+            "the server's base model files are missing from its storage; please try again later"
+        ), body
+    finally:
+        svc.stop_all()

@@ -60,16 +60,20 @@ def _serve(request: Request, state: ApiState, key: str, expires: str | None, sig
         store.authorize_download(key, expires, sig)
         media = "application/json" if key.endswith(".json") else "application/octet-stream"
         name = key.rsplit("/", 1)[-1]
+        found: Response | None = None
         if isinstance(store, LocalObjectStore):
             path = store.local_path(key)
-            found: Response = StoredFileResponse(path, media_type=media, filename=name, stat_result=os.stat(path))
+            found = StoredFileResponse(path, media_type=media, filename=name, stat_result=os.stat(path))
+            etag = found.headers["etag"]
         else:
             # A bucket: the API relays the file (a model is about 200 KB), so that the link's last
-            # segment is the file name (StorageError: 503, `errors.storage_error`).
-            found = _relayed(request, store.get_bytes(key), media, name)
-        if _client_has(request, found.headers["etag"]):  # its copy is this one
-            return Response(status_code=304, headers={"ETag": found.headers["etag"]})
-        return found
+            # segment is the file name (StorageError: 503, `errors.storage_error`). A key is written
+            # once (versions get fresh keys), so its ETag comes from the key: a client that holds
+            # the file hears 304 without the bucket being read, or having to answer.
+            etag = f'"{hashlib.sha256(key.encode()).hexdigest()[:32]}"'
+        if _client_has(request, etag):  # its copy is this one
+            return Response(status_code=304, headers={"ETag": etag})
+        return found or _relayed(request, store.get_bytes(key), media, name, etag)
     except LinkExpired:
         raise HTTPException(403, "this download link has expired; poll /status again for a fresh one") from None
     except LinkError:
@@ -78,10 +82,9 @@ def _serve(request: Request, state: ApiState, key: str, expires: str | None, sig
         raise HTTPException(404, "no such file") from None
 
 
-def _relayed(request: Request, content: bytes, media: str, name: str) -> Response:
+def _relayed(request: Request, content: bytes, media: str, name: str, etag: str) -> Response:
     """A file fetched from a bucket, answered by the local files' rules: one byte range (206), a
     range beyond the end (416), anything else whole (several ranges too, which RFC 9110 allows)."""
-    etag = f'"{hashlib.sha256(content).hexdigest()[:32]}"'
     headers = {"Content-Disposition": f'attachment; filename="{name}"', "ETag": etag, "Accept-Ranges": "bytes"}
     asked, if_range = request.headers.get("range"), request.headers.get("if-range")
     if asked is None or (if_range is not None and if_range != etag):

@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from ghostouch.api.state import ApiState, get_state
 from ghostouch.jobs.celery_app import warm_nodes
+from ghostouch.registry import repo
 from ghostouch.registry.db import get_engine
 
 router = APIRouter(tags=["health"])
@@ -68,11 +69,28 @@ def _storage(state: ApiState) -> dict[str, Any]:
         return {"storage": f"not writable: {exc}"}
 
 
+def _base_model(state: ApiState) -> dict[str, Any]:
+    """base_v1, which every fresh install trains from, is registered and its model file stored
+    (a bucket emptied, or another bucket configured, leaves the registry naming files that are
+    gone: every job from a fresh install would fail)."""
+    try:
+        base = repo.get_model(state.db_url, "base_v1")
+        if base is None:
+            return {"base_v1": "not provisioned yet (the first worker to start trains it)"}
+        key = base.artifacts["tflite"]["key"]
+        return {
+            "base_v1": "ok" if state.store.exists(key) else f"registered, but its model file {key} is not in storage"
+        }
+    except Exception as exc:
+        return {"base_v1": f"unknown: {type(exc).__name__}"}
+
+
 # Each check, and the entries of `checks` it fills.
 CHECKS: dict[str, tuple[Callable[[ApiState], dict[str, Any]], tuple[str, ...]]] = {
     "database": (_database, ("database",)),
     "broker": (_broker, ("broker", "workers", "warm_workers")),
     "storage": (_storage, ("storage",)),
+    "base_v1": (_base_model, ("base_v1",)),
 }
 
 
@@ -120,11 +138,12 @@ class Readiness(BaseModel):
     responses={503: {"model": Readiness, "description": "not ready: `checks` says what is missing"}},
 )
 async def readyz(state: Annotated[ApiState, Depends(get_state)]) -> JSONResponse:
-    """Ready when the database and broker answer, storage is writable and a worker is warm (has
-    imported TensorFlow and traced training: a job then starts at once)."""
+    """Ready when the database and broker answer, storage is writable, base_v1 is registered and
+    stored, and a worker is warm (has imported TensorFlow and traced training: a job then starts
+    at once)."""
     checks = await run_in_threadpool(_checks, state)
     ready = (
-        all(checks[k] == "ok" for k in ("database", "broker", "storage"))
+        all(checks[k] == "ok" for k in ("database", "broker", "storage", "base_v1"))
         and isinstance(checks["warm_workers"], int)
         and checks["warm_workers"] > 0
     )

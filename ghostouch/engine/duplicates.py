@@ -40,6 +40,7 @@ import numpy.typing as npt
 
 from ghostouch.engine import negatives
 from ghostouch.engine.augment import is_flat, mirrored_points, palm_axes
+from ghostouch.engine.frames import is_right
 from ghostouch.engine.verify import LiteModel
 
 Frames = npt.NDArray[np.float32]
@@ -71,6 +72,11 @@ class DuplicateVerdict:
     shares: dict[str, float]  # share of frames recognized as each existing gesture
     spread_ratio: float | None = None  # hand-shape distance to that gesture, in its spreads
     orientation_ratio: float | None = None  # palm-orientation distance, in its spreads (3-D only)
+    # The new frames by one hand, that gesture's by the other (80 % or more each; a base of many
+    # people's hands holds both): a left hand is compared as
+    # the mirror image of a right one, so what points or faces the other way with the other hand
+    # is this gesture (a left hand pointing left is a right hand pointing right, mirrored).
+    other_hand: bool | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -81,6 +87,7 @@ class DuplicateVerdict:
             "shares": {k: round(v, 4) for k, v in self.shares.items()},
             "spread_ratio": None if self.spread_ratio is None else round(self.spread_ratio, 4),
             "orientation_ratio": None if self.orientation_ratio is None else round(self.orientation_ratio, 4),
+            "other_hand": self.other_hand,
         }
 
 
@@ -146,10 +153,16 @@ def check_duplicate(
     best = max(candidates, key=lambda k: candidates[k])
     mean_p = float(np.mean(proba[:, labels.index(best)]))
     duplicate = candidates[best] >= share
-    ratio = turn = None
+    ratio = turn = other_hand = None
     if duplicate and known is not None and best in known:
         reference = bounded_reference(known[best])
         ratio = spread_ratio(frames, reference)
         turn = orientation_ratio(frames, reference)
         duplicate = ratio <= max_spread_ratio and (turn is None or turn <= max_orientation_ratio)
-    return DuplicateVerdict(duplicate, best, candidates[best], mean_p, shares, ratio, turn)
+        other_hand = _one_hand_each(float(np.mean(is_right(frames))), float(np.mean(is_right(reference))))
+    return DuplicateVerdict(duplicate, best, candidates[best], mean_p, shares, ratio, turn, other_hand)
+
+
+def _one_hand_each(right_share_new: float, right_share_known: float, most: float = 0.8) -> bool:
+    """Whether the new frames are mostly of one hand and the known ones mostly of the other."""
+    return min(right_share_new, right_share_known) <= 1 - most and max(right_share_new, right_share_known) >= most

@@ -94,7 +94,10 @@ def _run_claimed(ctx: WorkerContext, job: dict[str, Any], engine_config: EngineC
         fail(f"the exported model failed verification: {exc}")
     except (repo.MissingSamples, ObjectNotFound) as exc:  # retrying cannot bring them back
         log.error("job %s: %s", job["task_id"], exc)
-        fail("the parent model's stored files are missing; train from another model")
+        if job["parent_code"] == "base_v1":  # what every fresh install sends: only the operator can help
+            fail("the server's base model files are missing from its storage; please try again later")
+        else:
+            fail("the parent model's stored files are missing; train from another model")
     except StorageError as exc:  # the details (keys, bucket, HTTP errors) are for the log
         log.warning("job %s: storage failed: %s", job["task_id"], exc)
         fail("the model storage is unavailable; please retry", retryable=True)
@@ -220,11 +223,17 @@ def _plan_train(
         step("checking for duplicate gestures")
         duplicate = _duplicate_check(parent_model, gesture, new_frames, StoredFrames(samples, parent.gestures))
         if duplicate["is_duplicate"]:
+            hand = (
+                "; it was recorded with the other hand, and a left hand is read as the mirror image of a right "
+                "one, so a pose that points or faces the other way with the other hand is the same gesture"
+                if duplicate["other_hand"]
+                else ""
+            )
             _end_duplicate(
                 ctx,
                 job,
                 f"'{gesture}' looks like the existing gesture '{duplicate['existing_gesture']}' "
-                f"({duplicate['similarity']:.0%} of the frames were recognized as it); "
+                f"({duplicate['similarity']:.0%} of the frames were recognized as it{hand}); "
                 "record a different pose, or send allow_duplicate=true to train it anyway",
                 duplicate,
             )
