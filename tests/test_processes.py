@@ -173,6 +173,31 @@ def test_connections_that_send_nothing_are_closed(service: Service) -> None:
             sock.close()
 
 
+def test_headers_without_end_are_refused_and_ordinary_ones_served(service: Service) -> None:
+    """Uvicorn holds a request's headers in memory until they end: past 64 KiB the connection gets
+    431 and is closed, while 40 KiB of headers (and a 2 MiB body after small ones) still pass."""
+    import socket
+
+    def head(pad_lines: int) -> bytes:
+        pad = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(pad_lines))
+        return b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + pad
+
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
+        sock.sendall(head(40) + b"\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
+        try:
+            for _ in range(1000):  # up to 100 MB, never ended
+                sock.sendall(head(100))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed by the server while sending
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 431") and b"over 64 KiB" in answer, answer[:200]
+    big = hands.generate_recording("call", 1000, np.random.default_rng(3), handedness=1.0).tolist()
+    r = httpx.post(f"{service.url}/train", json={"model_code": "nope", "gesture": "g", "landmarks": big}, timeout=30)
+    assert r.status_code == 404, r.text  # the body read whole, then the unknown model named
+
+
 def test_serve_raises_its_open_file_limit_and_tells_its_own_shortage_from_the_brokers(tmp_path: Path) -> None:
     """A process started with the common limit of 256 or 1024 open files lifts it to the hard
     limit; and with no descriptor left, the supervisor's check of the embedded broker says it

@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 # Above this the kernel's own ceiling (fs.nr_open) may refuse the soft limit.
 MAX_OPEN_FILES = 1 << 20
+# A request's line and headers together (nginx's default buffers allow 4 x 8 KiB).
+MAX_REQUEST_HEAD_BYTES = 64 * 1024
 
 
 class IdleClosingProtocol(HttpToolsProtocol):
@@ -27,6 +29,35 @@ class IdleClosingProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        self.head_bytes = 0  # of the request line and headers received so far
+        self.in_head = True
+
+    # A request's line and headers are held in memory until they are complete, and neither
+    # Uvicorn nor httptools bounds them: one connection sending headers without end grew the
+    # process by a gigabyte. Past MAX_REQUEST_HEAD_BYTES it gets 431 and is closed.
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.in_head, self.head_bytes = True, 0
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        counted = self.in_head
+        super().data_received(data)  # may complete the head (and start a body) within this chunk
+        if counted and self.in_head and not self.transport.is_closing():
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_REQUEST_HEAD_BYTES:
+                self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        body = b'{"detail":"request line and headers over 64 KiB"}'
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        )
+        self.transport.close()
 
 
 def raise_open_file_limit() -> int:
