@@ -35,8 +35,8 @@ def _apply_overrides(args: argparse.Namespace, create_data_dir: bool = True) -> 
     settings = get_settings()
     if not create_data_dir and not settings.data_dir.is_dir():
         raise ConfigError(f"GHOSTOUCH_DATA_DIR={str(settings.data_dir)!r}: no such directory")
-    try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:  # owner-only: it holds the registry, the signing key and users' recordings
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"GHOSTOUCH_DATA_DIR={str(settings.data_dir)!r}: cannot create it ({exc.strerror})") from None
     os.environ["GHOSTOUCH_DATA_DIR"] = str(settings.data_dir.resolve())

@@ -28,6 +28,8 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_GESTURE_CHARS = 64
 ANONYMOUS_OWNER = "anonymous"
 BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
+MIN_SECRET_CHARACTERS = 32
+SECRET_FIELDS = ("signing_secret", "operator_token")  # never echoed in an error
 
 
 JOB_KILL_GRACE_SECONDS = 60.0  # for a job's clean-up (deleting what it stored) after its time limit
@@ -43,7 +45,8 @@ def describe_settings_error(exc: ValidationError) -> str:
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
         variable = field.upper() if field.upper().startswith("FIREBASE_") else f"GHOSTOUCH_{field.upper()}"
-        lines.append(f"{variable}={without_password(str(error.get('input')))!r}: {without_password(error['msg'])}")
+        shown = "***" if field in SECRET_FIELDS else without_password(str(error.get("input")))
+        lines.append(f"{variable}={shown!r}: {without_password(error['msg'])}")
     return "; ".join(lines)
 
 
@@ -71,6 +74,9 @@ class Settings(BaseSettings):
     link_ttl_seconds: int = Field(default=24 * 3600, gt=0, le=10 * 365 * 24 * 3600)  # at most 10 years
     # HMAC key for local download links; generated and kept in the data dir when unset.
     signing_secret: str | None = None
+    # Bearer token of the operator's listings (`GET /models`, `GET /models/{code}/jobs`); unset,
+    # they answer 403: the apps send no identity, so listings would show every user's models.
+    operator_token: str | None = None
     firebase_credentials: Path | None = Field(
         default=None, validation_alias=AliasChoices("FIREBASE_CREDENTIALS", "GHOSTOUCH_FIREBASE_CREDENTIALS")
     )
@@ -119,6 +125,18 @@ class Settings(BaseSettings):
             raise ValueError("must be the absolute http(s) URL phones reach the API at, e.g. https://api.example.com")
         if parts.query or parts.fragment:
             raise ValueError("must be a base URL without a query or fragment")
+        return value
+
+    @field_validator("signing_secret", "operator_token")
+    @classmethod
+    def _long_secret(cls, value: str | None) -> str | None:
+        """A secret short enough to guess from one link (or one request) protects nothing."""
+        if not value:
+            return None
+        if len(value) < MIN_SECRET_CHARACTERS:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_CHARACTERS} characters (e.g. the output of `openssl rand -hex 32`)"
+            )
         return value
 
     @field_validator("broker_url")
@@ -175,8 +193,8 @@ class Settings(BaseSettings):
             # and try to link it into place; the first link wins and every process reads that one.
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"signing.key.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-            tmp.write_text(secrets.token_hex(32))
-            tmp.chmod(0o600)
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+                handle.write(secrets.token_hex(32))  # created owner-only: never readable by others
             try:
                 os.link(tmp, path)
             except FileExistsError:

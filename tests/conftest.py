@@ -187,6 +187,10 @@ def wait_until(check: object, timeout: float, message: str) -> None:
     raise AssertionError(message)
 
 
+OPERATOR_TOKEN = "test-operator-token-" + "0" * 16
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}  # for the operator's listings
+
+
 def service_env(data_dir: Path, redis_url: str | None, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GHOSTOUCH_")}
     env.update(
@@ -196,6 +200,7 @@ def service_env(data_dir: Path, redis_url: str | None, port: int) -> dict[str, s
             "GHOSTOUCH_HOST": "127.0.0.1",
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "GHOSTOUCH_REQUEUE_AFTER_SECONDS": "1",
+            "GHOSTOUCH_OPERATOR_TOKEN": OPERATOR_TOKEN,
         }
     )
     if redis_url:

@@ -14,7 +14,7 @@ from ghostouch.api.training import clean_gesture_name
 from ghostouch.config import MAX_BODY_BYTES, MAX_FRAMES, MIN_FRAMES
 from ghostouch.engine import hands
 from ghostouch.names import lookalike_in
-from tests.conftest import Service
+from tests.conftest import OPERATOR, Service
 
 
 def frames(n: int = 60, pose: str = "one", seed: int = 0) -> list[list[float]]:
@@ -253,6 +253,18 @@ def test_downloads_follow_http_range_and_cache_rules(service: Service) -> None:
         cached = httpx.get(url, headers={"If-None-Match": tags})
         assert cached.status_code == 304 and cached.content == b"" and cached.headers["etag"] == etag, tags
     assert httpx.get(url, headers={"If-None-Match": '"other"'}).content == whole.content
+
+
+def test_listings_across_users_need_the_operators_token(service: Service) -> None:
+    """The apps send no identity: whoever lists models or base_v1's jobs would see every user's."""
+    for path in ("/models", "/models/base_v1/jobs"):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": OPERATOR["Authorization"][7:]}):
+            refused = httpx.get(f"{service.url}{path}", headers=headers)
+            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer", (path, headers)
+            assert "GHOSTOUCH_OPERATOR_TOKEN" in refused.json()["detail"]
+        assert httpx.get(f"{service.url}{path}", headers=OPERATOR).status_code == 200
+    # what an app holds (a model code, a task id) needs no token
+    assert httpx.get(f"{service.url}/models/base_v1").status_code == 200
 
 
 def test_base_v1_label_map(service: Service) -> None:

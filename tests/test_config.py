@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import run_together
 
@@ -19,6 +22,26 @@ def test_processes_starting_together_share_one_signing_key(tmp_path: Path) -> No
     keys = {out.strip() for out in outputs}
     assert len(keys) == 1 and len(keys.pop()) == 64
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["signing.key"]  # no temporary files left
+    assert (tmp_path / "data" / "signing.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_data_directory_the_service_makes_is_its_owners_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It holds the registry, the signing key and users' hand recordings."""
+    import argparse
+
+    from ghostouch.cli import _apply_overrides
+    from ghostouch.config import get_settings
+
+    for key in [k for k in os.environ if k.startswith("GHOSTOUCH_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("GHOSTOUCH_DATA_DIR", str(tmp_path / "unused"))  # _apply_overrides sets it: restored after
+    try:
+        _apply_overrides(argparse.Namespace(data_dir=str(tmp_path / "new" / "data")))
+    finally:
+        get_settings.cache_clear()
+    assert (tmp_path / "new" / "data").stat().st_mode & 0o777 == 0o700
 
 
 def test_download_links_never_point_at_the_wildcard_address(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 from ghostouch.engine import hands
 from ghostouch.engine.verify import LiteModel
 from tests.conftest import (
+    OPERATOR,
     Service,
     free_port,
     get_ok,
@@ -174,7 +175,7 @@ def test_a_job_stuck_on_a_storage_that_stopped_answering_ends_at_its_time_limit(
         assert body["error_info"].startswith("the job did not finish within its time limit (4 s, at: "), body
         assert body["error_detail"] == {"retryable": True}
         assert took < 20, took  # a request to the bucket gives up after 20 s: the limit stopped it
-        assert httpx.get(f"{api.url}/models").json()["models"] == []  # nothing published
+        assert httpx.get(f"{api.url}/models", headers=OPERATOR).json()["models"] == []  # nothing published
         gateway.hang(False)
         again = httpx.post(f"{api.url}/train", json=request, headers=retry_key)
         assert again.status_code == 202 and again.json()["task_id"] == sent.json()["task_id"], again.text

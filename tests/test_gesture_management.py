@@ -12,7 +12,7 @@ import numpy as np
 
 from ghostouch.engine import hands
 from ghostouch.engine.verify import LiteModel
-from tests.conftest import Service, poll_like_android
+from tests.conftest import OPERATOR, Service, poll_like_android
 
 
 def _child_with_call(service: Service) -> str:
@@ -94,7 +94,7 @@ def test_add_frames_refines_a_gesture(service: Service) -> None:
     new_code = body["result"]["model_code"]
     after = {g["name"]: g["frames"] for g in httpx.get(f"{service.url}/models/{new_code}/gestures").json()}
     assert after["call"] == before["call"] + 40 and body["result"]["label_map"]["call"] == 3
-    versions = {m["model_code"] for m in httpx.get(f"{service.url}/models").json()["models"]}
+    versions = {m["model_code"] for m in httpx.get(f"{service.url}/models", headers=OPERATOR).json()["models"]}
     assert {code, new_code} <= versions
     again = httpx.post(f"{service.url}/models/{new_code}/gestures/call/frames", json={"landmarks": frames})
     assert again.status_code == 202, again.text
@@ -106,7 +106,9 @@ def test_add_frames_refines_a_gesture(service: Service) -> None:
     assert datetime.fromisoformat(listed["created_at"]).utcoffset() == timedelta(0)  # UTC, and saying so
     created = datetime.fromisoformat(httpx.get(f"{service.url}/models/{new_code}").json()["created_at"])
     assert created.utcoffset() == timedelta(0)
-    assert {job["action"] for job in httpx.get(f"{service.url}/models/base_v1/jobs").json()} >= {"train"}
+    assert {job["action"] for job in httpx.get(f"{service.url}/models/base_v1/jobs", headers=OPERATOR).json()} >= {
+        "train"
+    }
 
 
 def test_frames_a_model_holds_are_not_added_twice(service: Service) -> None:
@@ -139,7 +141,7 @@ def test_frames_a_model_holds_are_not_added_twice(service: Service) -> None:
 
 def job_listed(service: Service, code: str, task_id: str) -> dict:
     """The job as `GET /models/{code}/jobs` lists it."""
-    jobs = httpx.get(f"{service.url}/models/{code}/jobs").json()
+    jobs = httpx.get(f"{service.url}/models/{code}/jobs", headers=OPERATOR).json()
     return next(job for job in jobs if job["task_id"] == task_id)
 
 

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from ghostouch.engine import hands
-from tests.conftest import Service, free_port, poll_like_android, service_env, spare_redis_url, wait_until
+from tests.conftest import OPERATOR, Service, free_port, poll_like_android, service_env, spare_redis_url, wait_until
 from tests.gcs_fixtures import Emulator, ServiceAccount
 from tests.test_registry import _postgres_url
 
@@ -102,5 +102,5 @@ def test_parallel_trainings_on_one_parent_make_two_children(
     assert len(codes) == 2
     maps = [r["result"]["label_map"] for r in results]
     assert {m.get("call") for m in maps} == {3, None} and {m.get("ok") for m in maps} == {3, None}
-    listing = httpx.get(f"{svc.url}/models").json()["models"]
+    listing = httpx.get(f"{svc.url}/models", headers=OPERATOR).json()["models"]
     assert codes <= {m["model_code"] for m in listing}

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from ghostouch.engine import hands
-from tests.conftest import Service, free_port, poll_like_android, service_env, spare_redis_url, wait_until
+from tests.conftest import OPERATOR, Service, free_port, poll_like_android, service_env, spare_redis_url, wait_until
 from tests.gcs_fixtures import Gateway
 from tests.test_registry import _postgres_url
 
@@ -67,6 +67,8 @@ def http_server_port() -> int:
         ("api", "GHOSTOUCH_MAX_WAITING_JOBS", "-1", "GHOSTOUCH_MAX_WAITING_JOBS='-1': Input should be greater"),
         ("api", "GHOSTOUCH_LINK_TTL_SECONDS", "-100", "GHOSTOUCH_LINK_TTL_SECONDS='-100': Input should be greater"),
         ("api", "GHOSTOUCH_LINK_TTL_SECONDS", "99999999999999999", "Input should be less than or equal to 315360000"),
+        ("api", "GHOSTOUCH_SIGNING_SECRET", "abc", "GHOSTOUCH_SIGNING_SECRET='***': Value error, must be at least 32"),
+        ("worker", "GHOSTOUCH_OPERATOR_TOKEN", "short-token", "GHOSTOUCH_OPERATOR_TOKEN='***': Value error, must be"),
         ("api", "GHOSTOUCH_DATABASE_URL", CLOSED_PORT_DB, "cannot use the registry database postgresql://"),
         ("api", "GHOSTOUCH_DATABASE_URL", "notaurl", "GHOSTOUCH_DATABASE_URL: cannot use the registry database"),
         ("worker", "GHOSTOUCH_STORAGE", "firebase", "GHOSTOUCH_STORAGE=firebase: the Firebase backend needs"),
@@ -94,6 +96,7 @@ def test_settings_that_cannot_work_stop_the_command_with_one_line(
     assert last.startswith(f"ghostouch {' '.join(args[:2]) if command == 'storage' else command}: "), done.stderr
     assert message in last and ":pw@" not in done.stderr, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+    assert setting not in ("GHOSTOUCH_SIGNING_SECRET", "GHOSTOUCH_OPERATOR_TOKEN") or value not in done.stderr
 
 
 def test_a_data_directory_that_cannot_be_made_is_named(tmp_path: Path) -> None:
@@ -129,7 +132,7 @@ def api_through_a_gateway(tmp_path: Path, redis_url: str) -> Iterator[tuple[Serv
 
 def test_a_registry_database_that_goes_away_gives_503(api_through_a_gateway: tuple[Service, Gateway]) -> None:
     svc, gateway = api_through_a_gateway
-    assert httpx.get(f"{svc.url}/models").status_code == 200
+    assert httpx.get(f"{svc.url}/models", headers=OPERATOR).status_code == 200
     assert httpx.get(f"{svc.url}/status/nope").status_code == 404
     frames = hands.generate_recording("one", 30, np.random.default_rng(0), handedness=1.0).tolist()
     body = {"model_code": "base_v1", "gesture": "g", "landmarks": frames}
@@ -137,7 +140,7 @@ def test_a_registry_database_that_goes_away_gives_503(api_through_a_gateway: tup
     assert early.status_code == 503 and "base_v1 is not provisioned yet" in early.json()["detail"]
     gateway.cut()
     for answer in (
-        httpx.get(f"{svc.url}/models", timeout=60),
+        httpx.get(f"{svc.url}/models", timeout=60, headers=OPERATOR),
         httpx.get(f"{svc.url}/status/nope", timeout=60),
         httpx.get(f"{svc.url}/models/base_v1/labels", timeout=60),
         httpx.post(f"{svc.url}/train", json=body, timeout=60),
@@ -217,7 +220,7 @@ def test_a_full_queue_refuses_new_jobs_with_retry_after(tmp_path: Path, redis_ur
         assert more.status_code == 503 and "queue is full" in more.json()["detail"]
         fewer = httpx.delete(f"{svc.url}/models/base_v1/gestures/rock", timeout=30)
         assert fewer.status_code == 503 and fewer.headers["retry-after"] == "60"
-        jobs = httpx.get(f"{svc.url}/models/base_v1/jobs", timeout=30).json()
+        jobs = httpx.get(f"{svc.url}/models/base_v1/jobs", timeout=30, headers=OPERATOR).json()
         assert [job["gesture"] for job in jobs] == ["first", "second"]  # no job recorded for the refused
         retry = post(first_body, key="k-first")
         assert retry.status_code == 202 and retry.json()["task_id"] == first.json()["task_id"]
@@ -255,5 +258,20 @@ def test_a_base_whose_model_file_is_gone_is_not_ready_and_fails_jobs_saying_whos
         assert body["status"] == "FAILURE" and body["error_info"] == (
             "the server's base model files are missing from its storage; please try again later"
         ), body
+    finally:
+        svc.stop_all()
+
+
+def test_listings_answer_403_where_no_operator_token_is_set(tmp_path: Path, redis_url: str) -> None:
+    port = free_port()
+    env = service_env(tmp_path / "data", spare_redis_url(redis_url), port)
+    del env["GHOSTOUCH_OPERATOR_TOKEN"]
+    svc = Service(tmp_path / "data", env, port, logs=tmp_path)
+    svc.data_dir.mkdir()
+    svc.start_api()
+    try:
+        for path in ("/models", "/models/base_v1/jobs"):
+            refused = httpx.get(f"{svc.url}{path}", headers=OPERATOR)
+            assert refused.status_code == 403 and "set GHOSTOUCH_OPERATOR_TOKEN on the API" in refused.json()["detail"]
     finally:
         svc.stop_all()

@@ -24,7 +24,9 @@ class ErrorBody(BaseModel):
 
 
 _MEANING = {
-    403: "the download link is invalid or has expired (poll /status again for a fresh one)",
+    401: "an operator's listing without the operator's bearer token (GHOSTOUCH_OPERATOR_TOKEN)",
+    403: "the download link is invalid or has expired (poll /status again for a fresh one), or an operator's "
+    "listing on an API without GHOSTOUCH_OPERATOR_TOKEN",
     404: "no such model, gesture, task or file for this caller",
     409: "the edit conflicts with the model (a name it already has, or too few gestures left)",
     413: "the body is larger than 2 MiB",

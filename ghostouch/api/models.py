@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 
 from ghostouch.api.errors import error_responses, not_found
-from ghostouch.api.state import ApiState, current_owner, get_state
+from ghostouch.api.state import ApiState, current_owner, get_state, require_operator
 from ghostouch.publishing import artifact_urls
 from ghostouch.registry import job_records, repo
 from ghostouch.text import quoted
@@ -48,11 +48,12 @@ def _summary(m: repo.ModelInfo) -> dict[str, Any]:
     }
 
 
-@router.get("", responses=error_responses(503))
+@router.get("", responses=error_responses(401, 403, 503), dependencies=[Depends(require_operator)])
 def list_models(
     state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
 ) -> dict[str, Any]:
-    """The caller's model versions, oldest first, and the shared base models."""
+    """Every model version, oldest first, and the shared base models (the operator's: `Authorization:
+    Bearer <GHOSTOUCH_OPERATOR_TOKEN>`)."""
     mine = repo.list_models(state.db_url, owner)
     bases = repo.list_models(state.db_url, repo.SYSTEM_OWNER)
     return {"models": [_summary(m) for m in mine], "bases": [_summary(m) for m in bases]}
@@ -84,12 +85,13 @@ def get_gestures(
     return [{"name": g.name, "index": g.output_index, "frames": g.n_frames} for g in model.gestures]
 
 
-@router.get("/{code}/jobs", responses=error_responses(404, 503))
+@router.get("/{code}/jobs", responses=error_responses(401, 403, 404, 503), dependencies=[Depends(require_operator)])
 def get_jobs(
     code: str, state: Annotated[ApiState, Depends(get_state)], owner: Annotated[str, Depends(current_owner)]
 ) -> list[dict[str, Any]]:
     """Jobs started from this model, oldest first; `action` says which request made each: `train`
-    (POST /train, a new gesture), `add_frames` or `delete` (gesture management)."""
+    (POST /train, a new gesture), `add_frames` or `delete` (gesture management). The operator's:
+    `Authorization: Bearer <GHOSTOUCH_OPERATOR_TOKEN>` (the jobs of base_v1 are every app's)."""
     model = visible_model(state, code, owner)
     keep = ("task_id", "gesture", "status", "current_step", "error_info", "child_code", "created_at")
     return [

@@ -244,8 +244,8 @@ def _replay(state: ApiState, job: dict[str, Any], request: dict[str, Any], key: 
     differing = sorted(AS_SENT[name] for name, value in request.items() if job[name] != value)
     if differing:
         raise bad_request(
-            f"Idempotency-Key {quoted(key)} was already used for another request (task {job['task_id']}; "
-            f"this one differs in {', '.join(differing)}); send a new key for a new request"
+            f"Idempotency-Key {quoted(key)} was already used for another request (this one differs in "
+            f"{', '.join(differing)}); send a new key, a random UUID, for each new request"
         )
     detail = job["error_detail"] or {}
     if job["status"] == "FAILURE" and (detail.get("queue_unavailable") or detail.get("retryable")):

@@ -86,7 +86,7 @@ def requeue_lost_jobs(celery: Celery, settings: Settings, pending_after_s: float
     `settings.requeue_after_seconds`; 0 right after an embedded broker started empty), whose
     queue messages a broker restart or flush may have lost."""
     db_url = settings.resolved_database_url
-    released = _release_abandoned(db_url)
+    released = _release_abandoned(db_url, settings.job_time_limit_seconds)
     age = settings.requeue_after_seconds if pending_after_s is None else pending_after_s
     task_ids = sorted(set(released) | set(job_records.pending_jobs_older_than(db_url, age)))
     for task_id in task_ids:
@@ -94,8 +94,10 @@ def requeue_lost_jobs(celery: Celery, settings: Settings, pending_after_s: float
     return task_ids
 
 
-def _release_abandoned(db_url: str) -> list[str]:
-    released = job_records.release_abandoned_jobs(db_url, STALE_JOB_SECONDS, is_abandoned, MAX_ATTEMPTS)
+def _release_abandoned(db_url: str, time_limit_s: float) -> list[str]:
+    released = job_records.release_abandoned_jobs(
+        db_url, STALE_JOB_SECONDS, is_abandoned, MAX_ATTEMPTS, time_limit_s=time_limit_s
+    )
     for task_id in released:
         log.warning("job %s lost its worker; queued again", task_id)
     return released
@@ -123,7 +125,7 @@ def start_sweeper(celery: Celery, settings: Settings) -> threading.Thread:
         while True:
             time.sleep(SWEEP_SECONDS)
             try:
-                released = _release_abandoned(db_url)
+                released = _release_abandoned(db_url, settings.job_time_limit_seconds)
                 after = RESEND_PENDING_SECONDS if queued_messages(celery) == 0 else RESEND_BUSY_SECONDS
                 waiting = job_records.pending_jobs_to_resend(db_url, after)
                 for task_id in waiting:

@@ -54,8 +54,15 @@ def run_training_job(ctx: WorkerContext, task_id: str, engine_config: EngineConf
     if job is None:
         raise LookupError(f"job {task_id} is not in the registry")
     me = recovery.this_process()
+    limit = ctx.settings.job_time_limit_seconds
     if not job_records.claim_job(
-        ctx.db_url, task_id, me, recovery.STALE_JOB_SECONDS, recovery.is_abandoned, recovery.MAX_ATTEMPTS
+        ctx.db_url,
+        task_id,
+        me,
+        recovery.STALE_JOB_SECONDS,
+        recovery.is_abandoned,
+        recovery.MAX_ATTEMPTS,
+        time_limit_s=limit,
     ):
         log.info("job %s is finished, failed too often or is being run by another worker; skipping", task_id)
         return
@@ -104,10 +111,7 @@ def _run_claimed(ctx: WorkerContext, job: dict[str, Any], engine_config: EngineC
     except SoftTimeLimitExceeded:  # a call that hung (storage, database); nothing was published
         limit = ctx.settings.job_time_limit_seconds
         log.error("job %s: stopped after %.0f s, its time limit (%s)", job["task_id"], limit, clock.current)
-        fail(
-            f"the job did not finish within its time limit ({limit:.0f} s, at: {clock.current}); please retry",
-            retryable=True,
-        )
+        fail(job_records.time_limit_message(limit, clock.current), retryable=True)
     except Exception as exc:
         log.exception("training job %s failed", job["task_id"])
         fail(f"internal error while training ({type(exc).__name__}); please retry", retryable=True)

@@ -112,11 +112,19 @@ def set_job(db_url: str, task_id: str, claimant: str | None = None, **fields: An
 
 
 def claim_job(
-    db_url: str, task_id: str, claimant: str, stale_after_s: float, abandoned: Abandoned, max_attempts: int
+    db_url: str,
+    task_id: str,
+    claimant: str,
+    stale_after_s: float,
+    abandoned: Abandoned,
+    max_attempts: int,
+    *,
+    time_limit_s: float | None = None,
 ) -> bool:
     """Atomically take a job for the worker process `claimant`: PENDING, or PROGRESS abandoned
     (no heartbeat for `stale_after_s`, or its claimant is a process `abandoned` says is gone). An
-    abandoned job that has already stopped `max_attempts` workers ends as FAILURE instead.
+    abandoned job that has already stopped `max_attempts` workers, or whose attempt started more
+    than `time_limit_s` ago (its worker was killed at the limit), ends as FAILURE instead.
 
     Redelivered or re-queued messages for a job that is finished or running elsewhere lose the
     race here, so no job is ever trained twice at the same time.
@@ -129,9 +137,12 @@ def claim_job(
             claimable = Job.status == "PENDING"
         else:
             claimable = _abandoned_as_seen(job, stale_after_s, abandoned)
+            if _out_of_time(s, job, claimable, time_limit_s):
+                return False
             if job.attempts >= max_attempts:
                 _give_up(s, job, claimable)
                 return False
+        now = utcnow()
         return _set_where(
             s,
             task_id,
@@ -140,7 +151,8 @@ def claim_job(
             current_step="starting",
             claimed_by=claimant,
             attempts=Job.attempts + 1,
-            updated_at=utcnow(),
+            updated_at=now,
+            started_at=now,
         )
 
 
@@ -151,17 +163,28 @@ def heartbeat(db_url: str, task_id: str, claimant: str) -> bool:
         return _set_where(s, task_id, mine, updated_at=utcnow())
 
 
-def release_abandoned_jobs(db_url: str, stale_after_s: float, abandoned: Abandoned, max_attempts: int) -> list[str]:
+def release_abandoned_jobs(
+    db_url: str,
+    stale_after_s: float,
+    abandoned: Abandoned,
+    max_attempts: int,
+    *,
+    time_limit_s: float | None = None,
+) -> list[str]:
     """Jobs left in PROGRESS by a worker that died go back to PENDING (their task ids are
     returned, to be queued again); one that has already stopped `max_attempts` workers ends as
-    FAILURE instead, so a job that kills its worker cannot do so forever. Each change is a
-    compare-and-set on what was read, so sweepers racing each other or a new claim change nothing."""
+    FAILURE instead, so a job that kills its worker cannot do so forever, and so does one whose
+    attempt started more than `time_limit_s` ago (killed at its time limit: a call that hung and
+    could not be interrupted would hang again). Each change is a compare-and-set on what was
+    read, so sweepers racing each other or a new claim change nothing."""
     released = []
     with session_scope(db_url) as s:
         running = s.scalars(select(Job).where(Job.status == "PROGRESS")).all()
     for job in running:
         with session_scope(db_url) as s:
             as_seen = _abandoned_as_seen(job, stale_after_s, abandoned)
+            if _out_of_time(s, job, as_seen, time_limit_s):
+                continue
             if job.attempts >= max_attempts:
                 _give_up(s, job, as_seen)
             elif _set_where(
@@ -184,6 +207,24 @@ def _abandoned_as_seen(seen: Job, stale_after_s: float, abandoned: Abandoned) ->
     if seen.claimed_by and abandoned(seen.claimed_by):
         return as_seen
     return and_(as_seen, Job.updated_at < _stale_before(stale_after_s))
+
+
+def time_limit_message(limit_s: float, step: str) -> str:
+    """What a job that ran out of time tells the user (`error_info`; retrying may run it again)."""
+    return f"the job did not finish within its time limit ({limit_s:.0f} s, at: {step}); please retry"
+
+
+def _out_of_time(s: Session, job: Job, condition: Any, time_limit_s: float | None) -> bool:
+    """End the job FAILURE (retryable) when `condition` holds and its attempt started more than
+    `time_limit_s` ago; True when it did."""
+    if time_limit_s is None or job.started_at is None:
+        return False
+    late = and_(condition, Job.started_at < _stale_before(time_limit_s))
+    message = time_limit_message(time_limit_s, job.current_step)
+    detail = {"retryable": True}
+    return _set_where(
+        s, job.task_id, late, status="FAILURE", current_step="failed", error_info=message, error_detail=detail
+    )
 
 
 def _give_up(s: Session, job: Job, condition: Any) -> None:

@@ -102,5 +102,6 @@ class Job(Base):
     child_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)  # "host:pid" running it
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # this attempt
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ghostouch.storage import LinkError, LinkExpired, LinkInvalid, sign_path, verify_link
+from ghostouch.storage.signing import DownloadLinks
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 KEY = "users/u1/models/hand.tflite"
@@ -75,3 +76,14 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
         sign_path("a//b", SECRET, 60)
     assert issubclass(LinkExpired, LinkError) and issubclass(LinkInvalid, LinkError)
+
+
+def test_a_link_outliving_the_servers_link_lifetime_is_refused() -> None:
+    """Only a holder of the secret can sign one (or a server whose lifetime was shortened since):
+    either way this server did not issue it."""
+    links = DownloadLinks("https://api.example.com", SECRET, 3600, clock=lambda: NOW)
+    links.check(KEY, *sign_path(KEY, SECRET, 3600, now=NOW))
+    links.check(KEY, *sign_path(KEY, SECRET, 3600, now=NOW + 250))  # another machine's clock, ahead
+    for lifetime in (3600 * 24, 10**8):
+        with pytest.raises(LinkInvalid, match="beyond this server's link lifetime"):
+            links.check(KEY, *sign_path(KEY, SECRET, lifetime, now=NOW))
