@@ -241,21 +241,28 @@ def cmd_storage_sweep(args: argparse.Namespace) -> int:
 
 
 def _sweep(store: ObjectStore, args: argparse.Namespace, settings: Settings) -> int:
-    from ghostouch.publishing import LeftoverSweep, SweepRefused
     from ghostouch.storage import LocalObjectStore
+    from ghostouch.sweep import LeftoverSweep, SweepRefused, UnusedSampleSweep
 
+    db_url = settings.resolved_database_url
     min_age = settings.leftover_min_age_seconds if args.min_age is None else args.min_age
-    sweep = LeftoverSweep(min_age, force=args.force)
+    models = LeftoverSweep(min_age, force=args.force)
+    samples = UnusedSampleSweep(min_age, args.keep_frames_days, force=args.force)
     try:
-        sweep.run(settings.resolved_database_url, store)
+        for sweep in (models, samples):
+            sweep.plan(db_url, store)
         time.sleep(args.wait)
-        deleted = sweep.run(settings.resolved_database_url, store)
+        doomed = [(sweep, sweep.plan(db_url, store)) for sweep in (models, samples)]  # both, or nothing
     except SweepRefused as exc:
         print(f"ghostouch storage sweep: nothing deleted: {exc}", file=sys.stderr)
         return 1
-    print(f"deleted {len(deleted)} model file(s) no version refers to in {store.description}")
-    for key in deleted:
-        print(f"  {key}")
+    for (sweep, keys), said in zip(
+        doomed, ("model file(s) no version", "sample set(s) no version or recent job"), strict=True
+    ):
+        deleted = sweep.delete(db_url, store, keys)
+        print(f"deleted {len(deleted)} {said} refers to in {store.description}")
+        for key in deleted:
+            print(f"  {key}")
     if isinstance(store, LocalObjectStore):
         unfinished = store.remove_stale_temp_files(min_age)
         print(f"deleted {len(unfinished)} temporary file(s) of writes that never finished")
@@ -317,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     storage = sub.add_parser("storage", help="the model store").add_subparsers(dest="storage_command", required=True)
     sweep = storage.add_parser(
-        "sweep", help="delete model files no version refers to (only for a store this registry alone writes to)"
+        "sweep",
+        help="delete model files and recorded frames nothing refers to (a store this registry alone writes to)",
     )
     common(sweep)
     sweep.add_argument("--wait", type=_seconds, default=60.0, help="seconds between the two listings (default 60)")
@@ -327,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="keep files younger than this many seconds (default: the job time limit + 120 s, so that "
         "no job still publishing loses its files)",
+    )
+    sweep.add_argument(
+        "--keep-frames-days",
+        type=float,
+        default=7.0,
+        help="keep the recorded frames of jobs that ended without a model (DUPLICATE, FAILURE) this many days, "
+        "so that a retry finds them (default 7)",
     )
     sweep.add_argument("--force", action="store_true", help="delete even when the registry looks like another store's")
     sweep.set_defaults(func=cmd_storage_sweep)

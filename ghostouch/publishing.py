@@ -3,7 +3,7 @@
 A model version becomes visible (in the registry, hence in `/status` and `/models`) only after
 every artifact is stored and its checksum verified. If anything fails, the artifacts written so
 far are deleted and nothing is visible. What such a clean-up cannot delete (a worker killed while
-publishing, storage failing for the deletes too) is found by `LeftoverSweep`
+publishing, storage failing for the deletes too) is found by `sweep.LeftoverSweep`
 (`ghostouch storage sweep`).
 """
 
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from ghostouch.registry import repo
 from ghostouch.registry.db import session_scope
-from ghostouch.storage import ObjectNotFound, ObjectStore
+from ghostouch.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -136,62 +136,3 @@ def artifact_urls(store: ObjectStore, artifacts: dict[str, Any]) -> dict[str, st
 # What `artifact_keys` writes, and the only keys the sweep may delete: files of a bucket shared
 # with anything else (the original deployment's models, say) are never touched.
 ARTIFACT_KEY = re.compile(r"models/([^/]+)/[0-9a-f]{8}/\1(\.tflite|_float\.tflite|_labels\.json|_report\.json)")
-
-
-class LeftoverSweep:
-    """Deletes model files no registered version refers to: left by a publish that was killed or
-    whose clean-up failed, or by a base replaced with `base import`. A file goes only when two
-    runs (`ghostouch storage sweep` waits between them) both found it unreferenced and it is
-    older than `min_age_s`: a job still publishing (a slow store retries for minutes) writes
-    files no version refers to yet, and no job runs longer than its time limit
-    (`Settings.leftover_min_age_seconds`). The listing comes before the registry read, so a
-    version registered in between counts as referenced. It runs only when an operator asks: the
-    registry must be the only one writing to the store, or it would take another deployment's
-    models for leftovers."""
-
-    def __init__(self, min_age_s: float, force: bool = False) -> None:
-        self._suspects: set[str] = set()
-        self.min_age_s = min_age_s
-        self.force = force  # delete even what looks like a registry that is not this store's
-
-    def run(self, db_url: str, store: ObjectStore) -> list[str]:
-        stored = {key for key in store.list_keys("models/") if ARTIFACT_KEY.fullmatch(key)}
-        in_use = repo.artifact_keys_in_use(db_url)
-        unreferenced = stored - in_use
-        doomed = sorted(key for key in unreferenced & self._suspects if self._old_enough(store, key))
-        if doomed and not self.force:
-            self._refuse_a_foreign_registry(len(doomed), len(stored), bool(in_use & stored))
-        for key in doomed:
-            store.delete(key)
-        if doomed:
-            log.info("deleted %d model file(s) no version refers to", len(doomed))
-        self._suspects = unreferenced - set(doomed)
-        return doomed
-
-    def _old_enough(self, store: ObjectStore, key: str) -> bool:
-        try:
-            return store.age_seconds(key) >= self.min_age_s
-        except ObjectNotFound:  # deleted since the listing (a failed publish cleaned up)
-            return False
-
-    @staticmethod
-    def _refuse_a_foreign_registry(n_doomed: int, n_stored: int, any_stored_in_use: bool) -> None:
-        """A registry that refers to none of the store's files, or to few of many, is most likely
-        not this store's (an unset GHOSTOUCH_DATABASE_URL gives a new, empty one)."""
-        if not any_stored_in_use:
-            raise SweepRefused(
-                "the registry refers to none of the store's model files; check that GHOSTOUCH_DATABASE_URL and "
-                "GHOSTOUCH_DATA_DIR name this store's registry (or use --force)"
-            )
-        if n_doomed > SWEEP_REFUSE_OVER and n_doomed > n_stored / 2:
-            raise SweepRefused(
-                f"{n_doomed} of the {n_stored} model files are referenced by no version, which is what a "
-                "registry of another deployment looks like; check the settings (or use --force)"
-            )
-
-
-class SweepRefused(Exception):
-    """The sweep would delete what looks like another registry's models; nothing was deleted."""
-
-
-SWEEP_REFUSE_OVER = 10  # leftovers: more than this, and more than half the store, need --force

@@ -6,13 +6,15 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ghostouch.config import JOB_KILL_GRACE_SECONDS, Settings
-from ghostouch.publishing import SWEEP_REFUSE_OVER, LeftoverSweep, SweepRefused, publish_model, renamed_in_report
+from ghostouch.publishing import publish_model, renamed_in_report
 from ghostouch.registry import repo
 from ghostouch.registry.db import has_registry, migrate
 from ghostouch.storage import LocalObjectStore, RetryPolicy, StorageError, TransientError
+from ghostouch.sweep import SWEEP_REFUSE_OVER, LeftoverSweep, SweepRefused
 from tests.test_registry import _postgres_url
 
 
@@ -170,6 +172,7 @@ def test_storage_sweep_command_deletes_only_leftovers(tmp_path: Path) -> None:
     _publish(db_url, FlakyStore(data / "objects", "never", failures=0), "mkept")
     young = sweep()  # by default, files as young as a job may run are kept
     assert young.returncode == 0 and "deleted 0 model file(s)" in young.stdout and stray.exists(), young.stderr
+    loose = repo.store_sample_set(db_url, FlakyStore(data / "objects", "never", failures=0), np.ones((20, 64)))
     unfinished = stray.parent / ".mgone.tflite.x1y2z3~tmp"  # a write killed half-way, long ago
     unfinished.write_bytes(b"half")
     os.utime(unfinished, (time.time() - 3600, time.time() - 3600))
@@ -179,6 +182,8 @@ def test_storage_sweep_command_deletes_only_leftovers(tmp_path: Path) -> None:
     assert "deleted 1 model file(s)" in done.stdout and "models/mgone/00000001/mgone.tflite" in done.stdout
     assert not stray.exists() and foreign.exists()
     assert len(list((data / "objects" / "models" / "mkept").rglob("*.*"))) == 4
+    assert "deleted 1 sample set(s) no version or recent job refers to" in done.stdout and loose in done.stdout
+    assert not (data / "objects" / "samples" / f"{loose}.npy").exists()
 
 
 def test_the_sweep_refuses_a_registry_that_looks_like_another_stores(db_url: str, tmp_path: Path) -> None:
@@ -230,3 +235,54 @@ def test_a_renamed_report_names_gestures_as_the_label_map_does() -> None:
     assert twice["renamed"] == {"from": "paper", "to": "hand"}
     assert twice["renames"] == [{"from": "no gesture", "to": "fist"}, {"from": "paper", "to": "hand"}]
     assert metrics["labels"] == names  # the parent's metrics are left as they were
+
+
+def test_recorded_frames_nothing_needs_any_more_are_swept(db_url: str, tmp_path: Path) -> None:
+    """Users' frames stay while a model version or a job that may run again holds them; those of
+    requests that ended without a model go after `keep_days`, registry row and object."""
+    from datetime import timedelta
+
+    from ghostouch.registry import job_records
+    from ghostouch.registry.db import session_scope
+    from ghostouch.registry.schema import Job, utcnow
+    from ghostouch.sweep import UnusedSampleSweep
+
+    store = FlakyStore(tmp_path / "objects", "never", failures=0)
+    sets = {
+        name: repo.store_sample_set(db_url, store, np.full((20, 64), i, np.float32))
+        for i, name in enumerate(("trained", "waiting", "refused_long_ago", "refused_today", "loose"))
+    }
+    publish_model(
+        db_url,
+        store,
+        code="mwith",
+        parent_code=None,
+        owner="anonymous",
+        kind="trained",
+        gestures=[repo.GestureInfo("a", 0, [sets["trained"]], 20)],
+        tflite_uint8=b"uint8-model",
+        tflite_float=b"float-model",
+        metrics={},
+        training_config={},
+    )
+    for name, status, age_days in (("waiting", "PENDING", 30), ("refused_long_ago", "DUPLICATE", 8),
+                                   ("refused_today", "FAILURE", 1)):  # fmt: skip
+        job, _ = job_records.create_job(
+            db_url, owner="anonymous", parent_code="mwith", gesture=name, sample_ref=sets[name], options={}
+        )
+        with session_scope(db_url) as s:
+            row = s.get(Job, job["task_id"])
+            assert row is not None
+            row.status, row.updated_at = status, utcnow() - timedelta(days=age_days)
+    sweep = UnusedSampleSweep(min_age_s=0.0, keep_days=7)
+    assert sweep.run(db_url, store) == []  # first sighting: maybe a request about to record its job
+    gone = sorted(f"samples/{sets[name]}.npy" for name in ("refused_long_ago", "loose"))
+    assert sweep.run(db_url, store) == gone
+    assert sweep.run(db_url, store) == []
+    assert {key for key in store.list_keys("samples/")} == {
+        f"samples/{sets[name]}.npy" for name in ("trained", "waiting", "refused_today")
+    }
+    with pytest.raises(repo.MissingSamples):  # the row went too: the same frames would be stored afresh
+        repo.count_sample_frames(db_url, [sets["loose"]])
+    assert repo.store_sample_set(db_url, store, np.full((20, 64), 4, np.float32)) == sets["loose"]
+    assert len(repo.load_sample_sets(db_url, store, [sets["loose"], sets["trained"]])) == 40

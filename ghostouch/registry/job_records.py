@@ -283,6 +283,14 @@ def pending_jobs_older_than(db_url: str, seconds: float) -> list[str]:
         return list(s.scalars(select(Job.task_id).where(Job.status == "PENDING", Job.created_at < cutoff)))
 
 
+def sample_refs_of_jobs(db_url: str, finished_after: datetime) -> set[str]:
+    """The sample sets of jobs not finished, or finished (last changed) after `finished_after`:
+    a retryable failure runs again on its stored frames when its request is sent again."""
+    recent = (Job.status.in_(("PENDING", "PROGRESS"))) | (Job.updated_at >= finished_after)
+    with session_scope(db_url) as s:
+        return {ref for ref in s.scalars(select(Job.sample_ref).where(recent, Job.sample_ref.is_not(None))) if ref}
+
+
 def _stale_before(seconds: float) -> datetime:
     return utcnow() - timedelta(seconds=seconds)
 

@@ -177,6 +177,20 @@ def list_models(db_url: str, owner: str) -> list[ModelInfo]:
         return [_info(m) for m in rows]
 
 
+def sample_refs_of_versions(db_url: str) -> set[str]:
+    """Every sample set a registered model version's gestures refer to."""
+    with session_scope(db_url) as s:
+        return {ref for refs in s.scalars(select(Gesture.sample_refs)) for ref in (refs or [])}
+
+
+def forget_sample_set(db_url: str, sha: str) -> None:
+    """Drop a sample set's registry row (its object is deleted by the caller)."""
+    with session_scope(db_url) as s:
+        row = s.get(SampleSet, sha)
+        if row is not None:
+            s.delete(row)
+
+
 def artifact_keys_in_use(db_url: str) -> set[str]:
     """Storage keys of every registered model version's files."""
     with session_scope(db_url) as s:
