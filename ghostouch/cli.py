@@ -271,6 +271,13 @@ def _sweep(store: ObjectStore, args: argparse.Namespace, settings: Settings) -> 
     return 0
 
 
+def _days(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 3650:
+        raise argparse.ArgumentTypeError(f"must be 0 to 3650 days, got {text}")
+    return value
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1e6:
@@ -338,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--keep-frames-days",
-        type=float,
+        type=_days,
         default=7.0,
         help="keep the recorded frames of jobs that ended without a model (DUPLICATE, FAILURE) this many days, "
         "so that a retry finds them (default 7)",

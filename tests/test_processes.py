@@ -121,6 +121,15 @@ def test_a_retry_after_the_queue_was_down_queues_the_same_job(service: Service, 
         assert refused.status_code == 503 and "retry" in refused.json()["detail"]
     finally:
         down.stop_all()
+    # `storage sweep` deleted its frames meanwhile (a week later, say): the retry stores them again.
+    from ghostouch.config import Settings
+    from ghostouch.registry import job_records, repo
+
+    db_url = Settings(data_dir=service.data_dir).resolved_database_url
+    failed = job_records.find_job_by_key(db_url, "anonymous", "queue-down-1")
+    assert failed is not None and failed["status"] == "FAILURE"
+    repo.forget_sample_set(db_url, failed["sample_ref"])
+    (service.data_dir / "objects" / "samples" / f"{failed['sample_ref']}.npy").unlink()
     retried = post_recording(service.url, "three", 8, headers=headers)
     assert retried.status_code == 202, retried.text
     body, _ = poll_like_android(service.url, retried.json()["task_id"])
@@ -187,6 +196,12 @@ def test_headers_without_end_are_refused_and_ordinary_ones_served(service: Servi
     with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
         sock.sendall(head(40) + b"\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        sock.sendall(head(150) + b"\r\n")  # whole, in one send, on a kept-alive connection
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 431") and b"over 64 KiB" in answer, answer[:200]
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
+        sock.sendall(head(100) + b"\r\n")  # whole, on a fresh connection
+        assert sock.recv(65536).startswith(b"HTTP/1.1 431")
     with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
         try:
             for _ in range(1000):  # up to 100 MB, never ended

@@ -170,6 +170,9 @@ def test_storage_sweep_command_deletes_only_leftovers(tmp_path: Path) -> None:
     db_url = f"sqlite:///{data / 'registry.sqlite3'}"
     migrate(db_url)
     _publish(db_url, FlakyStore(data / "objects", "never", failures=0), "mkept")
+    for days in ("-3", "1e6"):
+        wrong = sweep("--keep-frames-days", days)
+        assert wrong.returncode == 2 and "must be 0 to 3650 days" in wrong.stderr, wrong.stderr
     young = sweep()  # by default, files as young as a job may run are kept
     assert young.returncode == 0 and "deleted 0 model file(s)" in young.stdout and stray.exists(), young.stderr
     loose = repo.store_sample_set(db_url, FlakyStore(data / "objects", "never", failures=0), np.ones((20, 64)))

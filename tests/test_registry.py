@@ -319,42 +319,52 @@ def test_abandoned_jobs_go_back_to_the_queue_until_they_stopped_too_many_workers
     assert job_records.release_abandoned_jobs(db_url, 0, lambda _c: False, max_attempts=3) == [alive]  # stale heartbeat
 
 
-def _started_ago(db_url: str, task_id: str, seconds: float) -> None:
+def _ran(db_url: str, task_id: str, started_ago: float, beating_for: float) -> None:
+    """The job's attempt started `started_ago` seconds ago; its last heartbeat came `beating_for` after."""
     from datetime import timedelta
+
+    from sqlalchemy import update
 
     from ghostouch.registry.db import session_scope
     from ghostouch.registry.schema import Job, utcnow
 
-    with session_scope(db_url) as s:
-        job = s.get(Job, task_id)
-        assert job is not None
-        job.started_at = utcnow() - timedelta(seconds=seconds)
-        job.current_step = "training the model"
+    started = utcnow() - timedelta(seconds=started_ago)
+    with session_scope(db_url) as s:  # (an ORM write would set updated_at to now)
+        s.execute(
+            update(Job)
+            .where(Job.task_id == task_id)
+            .values(
+                started_at=started,
+                updated_at=started + timedelta(seconds=beating_for),
+                current_step="training the model",
+            )
+        )
 
 
 def test_a_job_whose_worker_was_killed_at_its_time_limit_fails_saying_so(db_url: str) -> None:
     """A call that hung and could not be interrupted: Celery kills the process past the limit.
     Training it again would hang again, for as long (three times 11 minutes, by default), while
-    the app polls a job in PROGRESS; it ends FAILURE naming the limit, retryable."""
+    the app polls a job in PROGRESS; it ends FAILURE naming the limit, retryable. A job whose
+    worker died early is trained again, however late that is found."""
     gone = lambda c: c in ("host:1", "host:2")  # noqa: E731
-    swept, claimed, young = (
-        _running_job(db_url, "host:1"),
-        _running_job(db_url, "host:2"),
-        _running_job(db_url, "host:1"),
-    )
+    swept, claimed = _running_job(db_url, "host:1"), _running_job(db_url, "host:2")
+    early, young = _running_job(db_url, "host:1"), _running_job(db_url, "host:1")
     for task_id in (swept, claimed):
-        _started_ago(db_url, task_id, 700)
-    _started_ago(db_url, young, 100)  # killed early (out of memory, say): trained again
+        _ran(db_url, task_id, started_ago=700, beating_for=650)  # alive past the limit, then killed
+    _ran(db_url, early, started_ago=900, beating_for=5)  # killed early (out of memory), found late
+    _ran(db_url, young, started_ago=100, beating_for=90)  # killed early, found at once
     assert not job_records.claim_job(db_url, claimed, "host:3", 60, gone, 3, time_limit_s=600)  # redelivered
     assert job_records.get_job(db_url, claimed)["status"] == "FAILURE"  # type: ignore[index]
-    assert job_records.release_abandoned_jobs(db_url, 60, gone, 3, time_limit_s=600) == [young]  # swept
+    released = job_records.release_abandoned_jobs(db_url, 60, gone, 3, time_limit_s=600)  # swept
+    assert sorted(released) == sorted([early, young])
     for task_id in (swept, claimed):
         job = job_records.get_job(db_url, task_id)
         assert job is not None and job["status"] == "FAILURE" and job["error_detail"] == {"retryable": True}
         assert job["error_info"] == (
             "the job did not finish within its time limit (600 s, at: training the model); please retry"
         )
-    assert job_records.claim_job(db_url, young, "host:3", 60, gone, 3, time_limit_s=600)
+    for task_id in (early, young):  # trained again
+        assert job_records.claim_job(db_url, task_id, "host:3", 60, gone, 3, time_limit_s=600)
 
 
 def test_a_release_racing_a_new_claim_changes_nothing(db_url: str) -> None:

@@ -29,29 +29,54 @@ class IdleClosingProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
-        self.head_bytes = 0  # of the request line and headers received so far
-        self.in_head = True
+        self.head_bytes = 0  # of the request's line and headers: complete ones, as parsed
+        self.unparsed_head = 0  # bytes received while the head is still incomplete
+        self.in_head, self.refused = True, False
 
     # A request's line and headers are held in memory until they are complete, and neither
     # Uvicorn nor httptools bounds them: one connection sending headers without end grew the
-    # process by a gigabyte. Past MAX_REQUEST_HEAD_BYTES it gets 431 and is closed.
+    # process by a gigabyte. Past MAX_REQUEST_HEAD_BYTES the request gets 431, before any route
+    # sees it, and the connection is closed. Counted twice over: the parsed line and headers
+    # (a head that arrives whole in one read), and the bytes of reads that leave the head
+    # unfinished (a header line without end, which httptools buffers until it ends).
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.in_head, self.head_bytes = True, 0
+        self.in_head, self.head_bytes, self.unparsed_head = True, 0, 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self.head_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self.head_bytes += len(name) + len(value) + 4  # ": " and CRLF
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        if self.head_bytes > MAX_REQUEST_HEAD_BYTES:
+            self._refuse_head()
+            return
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self.refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.refused:
+            super().on_message_complete()
+
     def data_received(self, data: bytes) -> None:
-        counted = self.in_head
-        super().data_received(data)  # may complete the head (and start a body) within this chunk
-        if counted and self.in_head and not self.transport.is_closing():
-            self.head_bytes += len(data)
-            if self.head_bytes > MAX_REQUEST_HEAD_BYTES:
+        if self.refused:
+            return
+        super().data_received(data)
+        if self.in_head and not self.refused and not self.transport.is_closing():
+            self.unparsed_head += len(data)
+            if self.unparsed_head > MAX_REQUEST_HEAD_BYTES:
                 self._refuse_head()
 
     def _refuse_head(self) -> None:
+        self.refused = True
         body = b'{"detail":"request line and headers over 64 KiB"}'
         self.transport.write(
             b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"

@@ -185,12 +185,12 @@ def queue_job(
         previous = job_records.find_job_by_key(state.db_url, owner, idempotency_key)
         if previous is not None:  # a retry: compare, without storing its frames
             request["sample_ref"] = repo.sample_ref_of(frames) if frames is not None else None
-            return _replay(state, previous, request, idempotency_key)
+            return _replay(state, previous, request, idempotency_key, frames)
     refuse_when_queue_full(state)
     request["sample_ref"] = repo.store_sample_set(state.db_url, state.store, frames) if frames is not None else None
     job, created = job_records.create_job(state.db_url, owner=owner, idempotency_key=idempotency_key, **request)
     if not created:  # the same key, sent concurrently
-        return _replay(state, job, request, str(idempotency_key))
+        return _replay(state, job, request, str(idempotency_key), frames)
     _enqueue(state, job["task_id"])
     return job
 
@@ -239,7 +239,9 @@ AS_SENT = {
 }
 
 
-def _replay(state: ApiState, job: dict[str, Any], request: dict[str, Any], key: str) -> dict[str, Any]:
+def _replay(
+    state: ApiState, job: dict[str, Any], request: dict[str, Any], key: str, frames: np.ndarray | None
+) -> dict[str, Any]:
     """The job an idempotency key already names, for a retry of the same request."""
     differing = sorted(AS_SENT[name] for name, value in request.items() if job[name] != value)
     if differing:
@@ -251,6 +253,8 @@ def _replay(state: ApiState, job: dict[str, Any], request: dict[str, Any], key: 
     if job["status"] == "FAILURE" and (detail.get("queue_unavailable") or detail.get("retryable")):
         # It failed for a passing reason (the queue, the store, a time limit): the retry runs it again.
         refuse_when_queue_full(state)
+        if frames is not None:  # stored again if `storage sweep` has deleted them since (same reference)
+            repo.store_sample_set(state.db_url, state.store, frames)
         if job_records.queue_again(state.db_url, job["task_id"]):
             _enqueue(state, job["task_id"])
         job = {**job, "status": "PENDING"}

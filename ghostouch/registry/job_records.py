@@ -215,11 +215,14 @@ def time_limit_message(limit_s: float, step: str) -> str:
 
 
 def _out_of_time(s: Session, job: Job, condition: Any, time_limit_s: float | None) -> bool:
-    """End the job FAILURE (retryable) when `condition` holds and its attempt started more than
-    `time_limit_s` ago; True when it did."""
-    if time_limit_s is None or job.started_at is None:
+    """End the job FAILURE (retryable) when `condition` holds and its attempt ran for
+    `time_limit_s` or longer, heartbeats showing it alive until then (one whose worker died early
+    but was found late ran for seconds); True when it did."""
+    if time_limit_s is None or job.started_at is None or job.updated_at is None:
         return False
-    late = and_(condition, Job.started_at < _stale_before(time_limit_s))
+    if (job.updated_at - job.started_at).total_seconds() < time_limit_s:
+        return False
+    late = and_(condition, Job.updated_at == job.updated_at)  # as read: no heartbeat since
     message = time_limit_message(time_limit_s, job.current_step)
     detail = {"retryable": True}
     return _set_where(
