@@ -21,8 +21,8 @@ from ghostouch.api.training import (
     FRAMES_SCHEMA,
     TrainAccepted,
     accepted,
-    checked_frames,
     clean_gesture_name,
+    frames_request,
     json_body_schema,
     parse_body,
     queue_job,
@@ -133,11 +133,9 @@ async def add_frames(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> JSONResponse:
     """Queue a new version where gesture `name` is retrained with these extra frames."""
-    raw = await read_json_body(request)
-    body = await run_in_threadpool(parse_body, FramesRequest, raw)
+    _, frames = await frames_request(request, FramesRequest)
     model = await run_in_threadpool(visible_model, state, code, owner)
     name = _gesture(model, name).name
-    frames = await run_in_threadpool(checked_frames, body.landmarks)
     # (Frames the gesture already holds are left out by the job, `jobs.training._unstored_frames`.)
     job = await run_in_threadpool(
         queue_job, state, owner, model.code, name, frames, {"allow_duplicate": True, "refine": True}, idempotency_key

@@ -6,6 +6,7 @@ import json
 import logging
 from typing import Annotated, Any, Literal, TypeVar
 
+import anyio
 import numpy as np
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -85,13 +86,39 @@ def clean_gesture_name(raw: str, field: str = "gesture") -> str:
 
 async def read_json_body(request: Request) -> Any:
     """The request body as JSON (its size is capped by the `BodySizeLimit` middleware)."""
-    try:
-        body = await request.body()
-    except ClientDisconnect:  # the client hung up mid-body: nobody to answer, nothing to log
-        raise HTTPException(400, "the request body was cut off") from None
     # Decoding 2 MB of numbers takes tens of milliseconds: not on the event loop, which would
     # hold every other request (a probe, a poll) behind it.
-    return await run_in_threadpool(_decoded, body)
+    return await run_in_threadpool(_decoded, await _received(request))
+
+
+async def _received(request: Request) -> bytes:
+    try:
+        return await request.body()
+    except ClientDisconnect:  # the client hung up mid-body: nobody to answer, nothing to log
+        raise HTTPException(400, "the request body was cut off") from None
+
+
+FramesBody = TypeVar("FramesBody", bound=BaseModel)
+# Bodies with frames decoded at once. A 2 MiB body can take 14 times its size as Python objects
+# until its frames are an array (40 at once took the API from 120 MB to 1 GB): the others wait
+# for a slot here, holding neither a thread nor more than their bytes.
+_DECODING = anyio.Semaphore(4)
+
+
+async def frames_request(
+    request: Request, model: type[FramesBody], preamble: str = ""
+) -> tuple[FramesBody, np.ndarray]:
+    """The body as `model` (its `landmarks` emptied) and its frames as `check_frames` accepts them;
+    422 saying what is wrong."""
+    raw = await _received(request)  # (a slow sender holds no slot)
+    async with _DECODING:
+        return await run_in_threadpool(_with_frames, model, raw, preamble)
+
+
+def _with_frames(model: type[FramesBody], raw: bytes, preamble: str) -> tuple[FramesBody, np.ndarray]:
+    parsed = parse_body(model, _decoded(raw), preamble)
+    frames = checked_frames(parsed.landmarks)  # type: ignore[attr-defined]
+    return parsed.model_copy(update={"landmarks": []}), frames
 
 
 def _decoded(body: bytes) -> Any:
@@ -143,10 +170,8 @@ async def train(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> JSONResponse:
     """Queue the training of a child model: the parent's gestures plus this one."""
-    body = await read_json_body(request)
-    req = await run_in_threadpool(parse_body, TrainRequest, body, "body must be {model_code, gesture, landmarks}: ")
+    req, frames = await frames_request(request, TrainRequest, "body must be {model_code, gesture, landmarks}: ")
     gesture = clean_gesture_name(req.gesture)
-    frames = await run_in_threadpool(checked_frames, req.landmarks)
     parent = await run_in_threadpool(repo.get_model, state.db_url, req.model_code)
     if parent is None and req.model_code == "base_v1":  # a new deployment whose workers have not started
         raise HTTPException(503, "base_v1 is not provisioned yet: the first worker to start trains it; please retry")
