@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,11 +29,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from bench.time_to_model import free_port, wait_ready
 
 
 def _peak_kb(pid: int) -> int:
@@ -54,7 +49,7 @@ def _bodies() -> dict[str, bytes]:
 
 
 def run(clients: int, code: Path | None) -> list[tuple[str, int, int, str, float]]:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GHOSTOUCH_")}
     if code is not None:
         env["PYTHONPATH"] = str(code)
@@ -65,16 +60,7 @@ def run(clients: int, code: Path | None) -> list[tuple[str, int, int, str, float
         proc = subprocess.Popen(command, env=env, cwd=where, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(1)
-            else:
-                raise RuntimeError("serve never became ready")
+            wait_ready(url, 180)
             for name, body in _bodies().items():
                 before = _peak_kb(proc.pid)
 
