@@ -100,7 +100,7 @@ async def _received(request: Request) -> bytes:
 
 FramesBody = TypeVar("FramesBody", bound=BaseModel)
 # Bodies with frames decoded at once. A 2 MiB body can take 14 times its size as Python objects
-# until its frames are an array (40 at once took the API from 120 MB to 1 GB): the others wait
+# until its frames are an array (40 at once: 116 -> 867 MB, bench/body_memory.py): the others wait
 # for a slot here, holding neither a thread nor more than their bytes.
 _DECODING = anyio.Semaphore(4)
 
