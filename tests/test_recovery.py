@@ -230,3 +230,53 @@ def test_machine_ids_tell_hosts_apart_and_accept_the_older_form() -> None:
     assert same_machine(machine_id()) and same_machine(f"{host}/{namespace}")  # before the boot id
     assert not same_machine(f"{host}/00000000/{namespace}")  # same name, another machine
     assert not same_machine(f"other-host/{boot}/{namespace}")
+
+
+def test_a_job_whose_registry_connection_is_cut_mid_query_runs_again(tmp_path: Path, redis_url: str) -> None:
+    """A database failover cuts the connections of queries under way: the job goes back to the
+    queue and runs again (the shipped apps never resend a request), instead of ending FAILURE."""
+    import numpy as np
+    import psycopg
+
+    from ghostouch.engine import hands
+    from tests.conftest import Service
+    from tests.test_registry import _postgres_url
+
+    pg = _postgres_url()
+    db_url = next(pg)
+    broker = spare_redis_url(redis_url)
+    port = free_port()
+    env = {**service_env(tmp_path / "data", broker, port), "GHOSTOUCH_DATABASE_URL": db_url}
+    svc = Service(tmp_path / "data", env, port, logs=tmp_path)
+    svc.data_dir.mkdir()
+    try:
+        svc.start_api()
+        svc.start_worker()
+        svc.wait_ready(180)
+        frames = hands.generate_recording("call", 1000, np.random.default_rng(4), handedness=1.0).tolist()
+        body = {"model_code": "base_v1", "gesture": "call", "landmarks": frames, "allow_duplicate": True}
+        task_id = httpx.post(f"{svc.url}/train", json=body, timeout=30).json()["task_id"]
+        wait_until(lambda: job_records.get_job(db_url, task_id)["status"] == "PROGRESS", 60, "never started")  # type: ignore[index]
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("BEGIN")
+            conn.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")  # the job's next step waits on it ...
+            cut: list[str] = []
+            until = time.monotonic() + 3  # the job touches the registry at every step, ~10 per second
+            while time.monotonic() < until:
+                waiting = conn.execute(
+                    "SELECT pid, query FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                ).fetchall()
+                for pid, query in waiting:  # ... and its connection is cut mid-query
+                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                    cut.append(query)
+                time.sleep(0.05)
+            conn.execute("COMMIT")
+        assert cut
+        done, _ = poll_like_android(svc.url, task_id)
+        assert done["status"] == "SUCCESS", done
+        job = job_records.get_job(db_url, task_id)
+        assert job is not None and job["attempts"] == 2
+    finally:
+        svc.stop_all()
+        next(pg, None)

@@ -404,3 +404,16 @@ def test_times_are_told_in_utc_whatever_zone_the_database_answers_in() -> None:
     assert iso_utc(datetime(2026, 11, 27, 12, 0)) == "2026-11-27T12:00:00+00:00"  # SQLite: no zone
     paris = datetime(2026, 11, 27, 13, 0, tzinfo=timezone(timedelta(hours=1)))  # a session's zone
     assert iso_utc(paris) == "2026-11-27T12:00:00+00:00"
+
+
+def test_a_job_is_given_back_only_by_its_worker_and_only_so_often(db_url: str) -> None:
+    task_id = _running_job(db_url, "host:1")
+    assert not job_records.give_back(db_url, task_id, "host:2", 3)  # not its worker
+    assert job_records.give_back(db_url, task_id, "host:1", 3)
+    job = job_records.get_job(db_url, task_id)
+    assert job is not None and job["status"] == "PENDING" and "queued again" in job["current_step"]
+    for n in (2, 3):
+        assert job_records.claim_job(db_url, task_id, f"host:{n}", 60, lambda _c: False, 3)
+        assert job_records.give_back(db_url, task_id, f"host:{n}", 3) == (n < 3)  # the third run is the last
+    job = job_records.get_job(db_url, task_id)
+    assert job is not None and job["status"] == "PROGRESS" and job["attempts"] == 3

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ghostouch.config import Settings
 from ghostouch.engine.duplicates import check_duplicate
@@ -108,6 +109,12 @@ def _run_claimed(ctx: WorkerContext, job: dict[str, Any], engine_config: EngineC
     except StorageError as exc:  # the details (keys, bucket, HTTP errors) are for the log
         log.warning("job %s: storage failed: %s", job["task_id"], exc)
         fail("the model storage is unavailable; please retry", retryable=True)
+    except (OperationalError, InterfaceError):  # the registry connection cut mid-query (a failover)
+        log.warning("job %s: the registry connection failed; queued again", job["task_id"], exc_info=True)
+        if not job_records.give_back(ctx.db_url, job["task_id"], job["claimed_by"], recovery.MAX_ATTEMPTS):
+            fail("the model registry was unavailable; please retry", retryable=True)
+            return
+        raise JobGivenBack(job["task_id"]) from None
     except SoftTimeLimitExceeded:  # a call that hung (storage, database); nothing was published
         limit = ctx.settings.job_time_limit_seconds
         log.error("job %s: stopped after %.0f s, its time limit (%s)", job["task_id"], limit, clock.current)
@@ -115,6 +122,10 @@ def _run_claimed(ctx: WorkerContext, job: dict[str, Any], engine_config: EngineC
     except Exception as exc:
         log.exception("training job %s failed", job["task_id"])
         fail(f"internal error while training ({type(exc).__name__}); please retry", retryable=True)
+
+
+class JobGivenBack(Exception):
+    """The job went back to PENDING after a passing fault: the task queues it again."""
 
 
 class StepClock:

@@ -12,7 +12,7 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from ghostouch.config import Settings, get_settings
-from ghostouch.jobs.celery_app import TRAIN_TASK, forget_warm, make_celery, mark_warm
+from ghostouch.jobs.celery_app import TRAIN_TASK, enqueue_training, forget_warm, make_celery, mark_warm
 from ghostouch.jobs.recovery import requeue_lost_jobs, start_sweeper
 
 log = logging.getLogger(__name__)
@@ -25,9 +25,12 @@ def build_worker_app(settings: Settings) -> Celery:
 
     @app.task(name=TRAIN_TASK, bind=True, acks_late=True)
     def train_gesture(self: Any, task_id: str) -> None:
-        from ghostouch.jobs.training import context_for, run_training_job
+        from ghostouch.jobs.training import JobGivenBack, context_for, run_training_job
 
-        run_training_job(context_for(settings), task_id)
+        try:
+            run_training_job(context_for(settings), task_id)
+        except JobGivenBack:  # (if the broker is down too, the sweep sends it once it is back)
+            enqueue_training(self.app, task_id)
 
     return app
 

@@ -209,6 +209,21 @@ def _abandoned_as_seen(seen: Job, stale_after_s: float, abandoned: Abandoned) ->
     return and_(as_seen, Job.updated_at < _stale_before(stale_after_s))
 
 
+def give_back(db_url: str, task_id: str, claimant: str, max_attempts: int) -> bool:
+    """A running job back to PENDING by the worker running it, after a passing fault (its registry
+    connection cut mid-query), while it has run fewer than `max_attempts` times; True when it went."""
+    with session_scope(db_url) as s:
+        mine = and_(Job.status == "PROGRESS", Job.claimed_by == claimant, Job.attempts < max_attempts)
+        return _set_where(
+            s,
+            task_id,
+            mine,
+            status="PENDING",
+            current_step="queued again (a database connection failed)",
+            claimed_by=None,
+        )
+
+
 def time_limit_message(limit_s: float, step: str) -> str:
     """What a job that ran out of time tells the user (`error_info`; retrying may run it again)."""
     return f"the job did not finish within its time limit ({limit_s:.0f} s, at: {step}); please retry"
