@@ -18,9 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ghostouch.engine import hand_poses
-from ghostouch.engine.frames import HANDEDNESS, landmarks
+from ghostouch.engine.frames import FINGERS, HANDEDNESS, landmarks
 
-FINGERS = ((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20))
 Points = npt.NDArray[np.float64]
 
 

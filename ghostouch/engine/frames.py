@@ -6,6 +6,7 @@ handedness (0.0 left, 1.0 right). Everything here is plain NumPy.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -39,11 +40,14 @@ MIN_HAND_EXTENT = 0.02
 MIN_MEAN_SQUARE = 1e-5
 
 
-# The hand's 21 bones as MediaPipe numbers its landmarks (wrist 0; thumb 1-4; index 5-8; middle
-# 9-12; ring 13-16; little 17-20), with the palm's edges between the knuckles.
+# MediaPipe's landmark numbers: the wrist is 0, each finger (thumb first) four landmarks from its
+# base joint to its tip.
+FINGERS = ((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20))
+# The hand's 21 bones: along each finger, the wrist to the thumb, index and little bases, and the
+# palm's edge across the knuckles.
 HAND_EDGES = (
-    (0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11),
-    (11, 12), (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (0, 17), (17, 18), (18, 19), (19, 20),
+    *((a, b) for finger in FINGERS for a, b in itertools.pairwise(finger)),
+    (0, 1), (0, 5), (0, 17), (5, 9), (9, 13), (13, 17),
 )  # fmt: skip
 _PAIRS = np.triu_indices(N_LANDMARKS, 1)
 LAYOUT_CHECK_FRAMES = 2000  # frames `layout_problem` looks at, at most

@@ -16,7 +16,6 @@ import numpy as np
 import numpy.typing as npt
 
 from ghostouch.engine.augment import (
-    FINGERS,
     AugmentConfig,
     augment,
     bend,
@@ -29,7 +28,7 @@ from ghostouch.engine.augment import (
     to_frames,
 )
 from ghostouch.engine.features import KEY_PAIRS
-from ghostouch.engine.frames import MIN_MEAN_SQUARE, landmarks
+from ghostouch.engine.frames import FINGERS, MIN_MEAN_SQUARE, landmarks
 
 # Flexion (MCP, PIP, DIP; degrees) ranges of finger states, and the curl that separates them.
 OPEN = ((-10.0, 25.0), (0.0, 25.0), (0.0, 20.0))
