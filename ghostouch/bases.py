@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.exc import IntegrityError
 
-from ghostouch.config import MIN_FRAMES, Settings
+from ghostouch.config import BASE_CODE, MIN_FRAMES, Settings
 from ghostouch.engine.frames import (
     FRAME_SIZE,
     MIN_HAND_EXTENT,
@@ -33,7 +33,6 @@ from ghostouch.text import quoted
 
 log = logging.getLogger(__name__)
 
-BASE_CODE = "base_v1"
 # The label order the shipped apps hard-code for base_v1.
 BASE_V1_LABELS = ("paper", "rock", "scissors")
 SYNTHETIC_FRAMES_PER_GESTURE = 300

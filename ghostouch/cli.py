@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ghostouch.config import ConfigError, Settings, get_settings, without_password
+from ghostouch.config import BASE_CODE, ConfigError, Settings, get_settings, without_password
 from ghostouch.preflight import check_listen_address, check_services, registry_failures, unusable_registry, usable_store
 from ghostouch.supervisor import ServeProcesses, python_cli
 from ghostouch.text import first_line
@@ -49,7 +49,7 @@ def _ensure_base_in_subprocess(settings: Settings) -> None:
     from ghostouch.registry.db import migrate
 
     migrate(settings.resolved_database_url)
-    if repo.get_model(settings.resolved_database_url, "base_v1") is None:
+    if repo.get_model(settings.resolved_database_url, BASE_CODE) is None:
         log.info("provisioning base_v1 (first start)")
         subprocess.run(python_cli("base", "ensure"), check=True)
 

@@ -27,6 +27,7 @@ MAX_FRAMES = 1000
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_GESTURE_CHARS = 64
 ANONYMOUS_OWNER = "anonymous"
+BASE_CODE = "base_v1"  # the shared base every fresh install of the apps runs and trains from
 BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
 MIN_SECRET_CHARACTERS = 32
 SECRET_FIELDS = ("signing_secret", "operator_token")  # never echoed in an error

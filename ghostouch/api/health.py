@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from ghostouch.api.state import ApiState, get_state
+from ghostouch.config import BASE_CODE
 from ghostouch.jobs.celery_app import warm_nodes
 from ghostouch.registry import repo
 from ghostouch.registry.db import get_engine
@@ -74,7 +75,7 @@ def _base_model(state: ApiState) -> dict[str, Any]:
     (a bucket emptied, or another bucket configured, leaves the registry naming files that are
     gone: every job from a fresh install would fail)."""
     try:
-        base = repo.get_model(state.db_url, "base_v1")
+        base = repo.get_model(state.db_url, BASE_CODE)
         if base is None:
             return {"base_v1": "not provisioned yet (the first worker to start trains it)"}
         key = base.artifacts["tflite"]["key"]

@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect
 from ghostouch import names
 from ghostouch.api.errors import bad_request, describe_errors, error_responses, not_found
 from ghostouch.api.state import ApiState, current_owner, get_state
-from ghostouch.config import MAX_FRAMES, MAX_GESTURE_CHARS, MIN_FRAMES
+from ghostouch.config import BASE_CODE, MAX_FRAMES, MAX_GESTURE_CHARS, MIN_FRAMES
 from ghostouch.engine.frames import FrameError, check_frames
 from ghostouch.jobs.celery_app import enqueue_training
 from ghostouch.publishing import artifact_urls
@@ -173,7 +173,7 @@ async def train(
     req, frames = await frames_request(request, TrainRequest, "body must be {model_code, gesture, landmarks}: ")
     gesture = clean_gesture_name(req.gesture)
     parent = await run_in_threadpool(repo.get_model, state.db_url, req.model_code)
-    if parent is None and req.model_code == "base_v1":  # a new deployment whose workers have not started
+    if parent is None and req.model_code == BASE_CODE:  # a new deployment whose workers have not started
         raise HTTPException(503, "base_v1 is not provisioned yet: the first worker to start trains it; please retry")
     if parent is None or not parent.usable_by(owner):
         raise not_found(f"model_code {quoted(req.model_code)} does not name a model; a fresh install uses 'base_v1'")

@@ -13,7 +13,7 @@ import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from ghostouch.config import Settings
+from ghostouch.config import BASE_CODE, Settings
 from ghostouch.engine.duplicates import check_duplicate
 from ghostouch.engine.trainer import EngineConfig, GestureFrames, ParentModel, train_gesture_model
 from ghostouch.engine.verify import LiteModel, ModelCheckFailed
@@ -102,7 +102,7 @@ def _run_claimed(ctx: WorkerContext, job: dict[str, Any], engine_config: EngineC
         fail(f"the exported model failed verification: {exc}")
     except (repo.MissingSamples, ObjectNotFound) as exc:  # retrying cannot bring them back
         log.error("job %s: %s", job["task_id"], exc)
-        if job["parent_code"] == "base_v1":  # what every fresh install sends: only the operator can help
+        if job["parent_code"] == BASE_CODE:  # what every fresh install sends: only the operator can help
             fail("the server's base model files are missing from its storage; please try again later")
         else:
             fail("the parent model's stored files are missing; train from another model")

@@ -123,8 +123,8 @@ def claim_job(
 ) -> bool:
     """Atomically take a job for the worker process `claimant`: PENDING, or PROGRESS abandoned
     (no heartbeat for `stale_after_s`, or its claimant is a process `abandoned` says is gone). An
-    abandoned job that has already stopped `max_attempts` workers, or whose attempt started more
-    than `time_limit_s` ago (its worker was killed at the limit), ends as FAILURE instead.
+    abandoned job that has already stopped `max_attempts` workers, or whose attempt ran (kept its
+    heartbeat) for `time_limit_s` or longer (its worker was killed at the limit), ends as FAILURE instead.
 
     Redelivered or re-queued messages for a job that is finished or running elsewhere lose the
     race here, so no job is ever trained twice at the same time.
@@ -174,8 +174,8 @@ def release_abandoned_jobs(
     """Jobs left in PROGRESS by a worker that died go back to PENDING (their task ids are
     returned, to be queued again); one that has already stopped `max_attempts` workers ends as
     FAILURE instead, so a job that kills its worker cannot do so forever, and so does one whose
-    attempt started more than `time_limit_s` ago (killed at its time limit: a call that hung and
-    could not be interrupted would hang again). Each change is a compare-and-set on what was
+    attempt ran for `time_limit_s` or longer (killed at its time limit: a call that hung and could
+    not be interrupted would hang again). Each change is a compare-and-set on what was
     read, so sweepers racing each other or a new claim change nothing."""
     released = []
     with session_scope(db_url) as s:
