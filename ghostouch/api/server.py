@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import resource
 
@@ -17,14 +18,21 @@ log = logging.getLogger(__name__)
 MAX_OPEN_FILES = 1 << 20
 # A request's line and headers together (nginx's default buffers allow 4 x 8 KiB).
 MAX_REQUEST_HEAD_BYTES = 64 * 1024
+# A request begun and then silent this long (its head or body unfinished) gets 408 and is closed:
+# a phone that lost its signal mid-upload. Long enough for a poor mobile link's stalls (nginx
+# waits 60 s between reads by default); a sender that trickles is the reverse proxy's to limit.
+STALLED_REQUEST_SECONDS = 30.0
 
 
 class IdleClosingProtocol(HttpToolsProtocol):
     """Uvicorn's HTTP protocol, closing a connection on which nothing arrives within the
-    keep-alive timeout (5 s) from the moment it opens. Uvicorn times connections out only
-    between requests, so sockets opened and never used stayed open for good, and about a
-    thousand of them used up the process's file descriptors (refused requests, and under `serve`
-    a healthy broker taken for dead)."""
+    keep-alive timeout (5 s) from the moment it opens, and one whose request stops arriving
+    halfway (`STALLED_REQUEST_SECONDS`). Uvicorn times connections out only between requests, so
+    sockets opened and never used, or left with half a request, stayed open for good, and about
+    a thousand of them used up the process's file descriptors (refused requests, and under
+    `serve` a healthy broker taken for dead)."""
+
+    stalled_after = STALLED_REQUEST_SECONDS
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -32,6 +40,8 @@ class IdleClosingProtocol(HttpToolsProtocol):
         self.head_bytes = 0  # of the request's line and headers: complete ones, as parsed
         self.unparsed_head = 0  # bytes received while the head is still incomplete
         self.in_head, self.refused = True, False
+        self.receiving = False  # a request begun and not yet whole
+        self.stall_timer: asyncio.TimerHandle | None = None
 
     # A request's line and headers are held in memory until they are complete, and neither
     # Uvicorn nor httptools bounds them: one connection sending headers without end grew the
@@ -42,6 +52,7 @@ class IdleClosingProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.in_head, self.head_bytes, self.unparsed_head = True, 0, 0
+        self.receiving = True
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -63,6 +74,7 @@ class IdleClosingProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self.receiving = False
         if not self.refused:
             super().on_message_complete()
 
@@ -74,13 +86,46 @@ class IdleClosingProtocol(HttpToolsProtocol):
             self.unparsed_head += len(data)
             if self.unparsed_head > MAX_REQUEST_HEAD_BYTES:
                 self._refuse_head()
+        self._watch_for_stall()
+
+    def _watch_for_stall(self) -> None:
+        """(Re)start the stall timer while a request is unfinished; stop it once it is whole."""
+        if self.stall_timer is not None:
+            self.stall_timer.cancel()
+            self.stall_timer = None
+        if self.receiving and not self.refused and not self.transport.is_closing():
+            self.stall_timer = self.loop.call_later(self.stalled_after, self._stalled)
+
+    def _stalled(self) -> None:
+        self.stall_timer = None
+        if not self.receiving or self.transport.is_closing():
+            return
+        if self.flow.read_paused:  # the server stopped reading (a body the route has yet to take)
+            self._watch_for_stall()
+            return
+        self.refused = True
+        self._close_with(408, "Request Timeout", f"the request stopped arriving for {self.stalled_after:g} s")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.stall_timer is not None:
+            self.stall_timer.cancel()
+            self.stall_timer = None
+        super().connection_lost(exc)
 
     def _refuse_head(self) -> None:
         self.refused = True
-        body = b'{"detail":"request line and headers over 64 KiB"}'
+        self._close_with(431, "Request Header Fields Too Large", "request line and headers over 64 KiB")
+
+    def _close_with(self, status: int, reason: str, detail: str) -> None:
+        """Answer `status` with the API's JSON error body, before any route sees the request, and
+        close the connection."""
+        body = json.dumps({"detail": detail}).encode()
         self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+            f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n".encode()
+            + b"content-length: "
+            + str(len(body)).encode()
+            + b"\r\nconnection: close\r\n\r\n"
+            + body
         )
         self.transport.close()
 

@@ -1,0 +1,96 @@
+"""The API's connection guard (`api/server.IdleClosingProtocol`) on a real Uvicorn server on
+127.0.0.1, with a short stall limit so the suite does not wait the production 30 s."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ghostouch.api.server import IdleClosingProtocol
+from tests.conftest import free_port
+
+STALL = 1.0
+
+
+class QuickStallProtocol(IdleClosingProtocol):
+    stalled_after = STALL
+
+
+async def echo_size(request: Request) -> JSONResponse:
+    if request.query_params.get("wait"):  # a route slow to take its body: Uvicorn stops reading
+        await asyncio.sleep(float(request.query_params["wait"]))
+    return JSONResponse({"size": len(await request.body())})
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    app = Starlette(routes=[Route("/echo", echo_size, methods=["POST"])])
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), http=QuickStallProtocol, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield config.port
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{"model_code":',  # body cut off
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Le",  # headers cut off
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123",  # a chunk cut off
+    ],
+    ids=["body", "headers", "chunked"],
+)
+def test_a_request_that_stops_arriving_gets_408_and_is_closed(port: int, sent: bytes) -> None:
+    """A phone that lost its signal mid-upload left its connection open for good (the idle
+    timer stopped at the first byte); now it is answered and closed once nothing arrives."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        started = time.monotonic()
+        sock.sendall(sent)
+        answer = read_all(sock)
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'{"detail": "the request stopped arriving for 1 s"}' in answer
+    assert STALL * 0.9 <= waited < STALL + 5
+
+
+def test_a_slow_but_steady_sender_and_a_slow_route_are_served(port: int) -> None:
+    """The limit is on silence, not on the request's length: a body sent in pieces 0.6 s apart
+    (over 2 s in all) is served, and so is one the route takes only after 2.5 s, while Uvicorn
+    has stopped reading it (its buffer is full), with nothing to read meanwhile."""
+    body = b"x" * 300_000
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 4\r\n\r\n")
+        for piece in (b"a", b"b", b"c", b"d"):
+            time.sleep(0.6)
+            sock.sendall(piece)
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"size":4}'), answer[:200]
+    head = b"POST /echo?wait=2.5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head + body)
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"size":300000}'), answer[:200]
