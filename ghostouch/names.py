@@ -80,7 +80,9 @@ def clean_gesture_name(raw: str) -> str:
     if not name:
         raise InvalidName("the name is empty")
     if len(name) > MAX_GESTURE_CHARS:
-        raise InvalidName(f"{len(name)} characters, at most {MAX_GESTURE_CHARS} allowed")
+        # Normalization can lengthen a name (U+0958 is "क" plus a nukta sign once normalized).
+        counted = "" if len(name) <= len(raw.strip()) else " once normalized (Unicode NFC)"
+        raise InvalidName(f"{len(name)} characters{counted}, at most {MAX_GESTURE_CHARS} allowed")
     if all(unicodedata.category(ch) in INVISIBLE or ch in BLANK_LETTERS for ch in name):
         raise InvalidName("the name has no visible character")
     for i, ch in enumerate(name):

@@ -188,6 +188,36 @@ def test_malformed_bodies(service: Service) -> None:
     assert r.status_code == 422 and "model_code" in r.json()["detail"]
 
 
+def test_bodies_a_client_library_gets_wrong_are_named(service: Service) -> None:
+    """A camelCase option, a compressed body, Latin-1 text and a JSON array each get an answer a
+    client developer can act on (an unknown field used to be ignored: `allowDuplicate` then ended
+    the job DUPLICATE, and a gzip body got Python's codec error)."""
+    import gzip
+
+    body = {"model_code": "base_v1", "gesture": "g", "landmarks": frames(), "allowDuplicate": True}
+    r = post(service, body)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == (
+        "body must be {model_code, gesture, landmarks}: unknown field 'allowDuplicate' "
+        "(the fields are model_code, gesture, landmarks, allow_duplicate)"
+    )
+    r = httpx.post(f"{service.url}/models/base_v1/gestures/rock/rename", json={"new_name": "fist", "name": "x"})
+    assert r.status_code == 422 and "unknown field 'name' (the fields are new_name)" in r.json()["detail"], r.text
+    plain = json.dumps({**body, "allow_duplicate": body.pop("allowDuplicate")}).encode()
+    r = httpx.post(f"{service.url}/train", content=gzip.compress(plain), headers={"content-encoding": "gzip"})
+    assert r.status_code == 415, r.text
+    assert r.json()["detail"] == "Content-Encoding 'gzip' is not supported; send the JSON uncompressed"
+    latin = json.dumps({**body, "gesture": "caf\u00e9"}, ensure_ascii=False).encode("latin-1")
+    r = httpx.post(f"{service.url}/train", content=latin, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "body is not UTF-8 text (byte 0xe9 at position" in r.json()["detail"], r.text
+    r = post(service, [body])
+    assert r.status_code == 422, r.text
+    assert (
+        r.json()["detail"]
+        == "body must be {model_code, gesture, landmarks}: the body must be a JSON object, not an array"
+    )
+
+
 def test_bodies_that_used_to_raise_get_422(service: Service) -> None:
     deep = b"[" * 100_000 + b"]" * 100_000
     r = httpx.post(f"{service.url}/train", content=deep, headers={"content-type": "application/json"})
@@ -208,6 +238,10 @@ def test_bodies_that_used_to_raise_get_422(service: Service) -> None:
     collapsed = [[0.0] * 63 + [1.0]] * 30
     r = post(service, {"model_code": "base_v1", "gesture": "g", "landmarks": collapsed})
     assert r.status_code == 422 and "only 0 of 30 frames show a hand" in r.json()["detail"]
+    noise = np.random.default_rng(5).uniform(-0.1, 0.1, (100, 64))
+    noise[:, 63] = 1.0
+    r = post(service, {"model_code": "base_v1", "gesture": "g", "landmarks": noise.tolist()})
+    assert r.status_code == 422 and "do not look like a hand's landmarks" in r.json()["detail"], r.text
 
 
 def test_oversized_body_is_refused_early(service: Service) -> None:

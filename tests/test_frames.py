@@ -20,10 +20,13 @@ from ghostouch.engine.frames import (
     layout_problem,
     normalize,
 )
+from ghostouch.engine.hand_poses import POSES
+
+PAPER = hands.generate_pose("paper", 1, np.random.default_rng(0), handedness=1.0)[0]
 
 
 def good_frame(handedness: float = 1.0) -> list[float]:
-    return [0.01 * (i % 7) for i in range(63)] + [handedness]
+    return [float(v) for v in PAPER[:63]] + [handedness]
 
 
 @pytest.mark.parametrize(
@@ -93,9 +96,22 @@ def test_frames_sent_coordinate_major_are_refused_saying_so(pose: str) -> None:
         assert layout_problem(flat) is None and layout_problem(coordinate_major(flat)) is not None
 
 
-def test_the_layout_check_leaves_points_that_are_no_hand_either_way_alone() -> None:
-    scattered = np.random.default_rng(4).uniform(-0.1, 0.1, (50, 64)).astype(np.float32)
-    assert layout_problem(scattered) is None
+def test_points_that_are_no_hand_either_way_are_refused_as_such() -> None:
+    """Random numbers, or every landmark but the wrist on one point, used to train a gesture that
+    took an output of the model; they are refused, saying the frames are no hand, while every
+    pose of the generator passes with either hand, in 3-D and flattened to 2-D."""
+    rng = np.random.default_rng(4)
+    scattered = [[*rng.uniform(-0.1, 0.1, 63), 1.0] for _ in range(50)]
+    collapsed = [[0.1, 0.0, 0.0] + [0.0] * 60 + [0.0]] * 30
+    for junk in (scattered, collapsed):
+        with pytest.raises(FrameError, match=r"do not look like a hand's landmarks: .* send MediaPipe's 21 hand"):
+            check_frames(junk, 20, 60)
+    for pose in POSES:
+        for handedness in (0.0, 1.0):
+            recording = hands.generate_recording(pose, 20, rng, handedness=handedness)
+            flat = recording.copy()
+            flat[:, 2:63:3] = 0.0
+            assert layout_problem(recording) is None and layout_problem(flat) is None, (pose, handedness)
 
 
 def test_real_recordings_pass_the_layout_check_and_fail_it_regrouped(shared_data: Path) -> None:

@@ -30,6 +30,7 @@ _MEANING = {
     404: "no such model, gesture, task or file for this caller",
     409: "the edit conflicts with the model (a name it already has, or too few gestures left)",
     413: "the body is larger than 2 MiB",
+    415: "a compressed body (Content-Encoding): send the JSON uncompressed",
     422: "the body, a frame or a name is invalid; the detail says which and why",
     503: "the training queue is full or unavailable, or the model storage or the registry database is; retry "
     "later (after Retry-After seconds when given)",

@@ -12,13 +12,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ghostouch.api.errors import error_responses, not_found
 from ghostouch.api.models import describe, visible_model
 from ghostouch.api.state import ApiState, current_owner, get_state
 from ghostouch.api.training import (
     FRAMES_SCHEMA,
+    RequestBody,
     TrainAccepted,
     accepted,
     clean_gesture_name,
@@ -37,14 +38,14 @@ from ghostouch.text import quoted
 router = APIRouter(prefix="/models/{code}/gestures", tags=["gesture management"])
 
 
-class RenameRequest(BaseModel):
+class RenameRequest(RequestBody):
     new_name: str = Field(
         description="The gesture's new name (1-64 characters)",
         json_schema_extra={"minLength": 1, "maxLength": MAX_GESTURE_CHARS},
     )
 
 
-class FramesRequest(BaseModel):
+class FramesRequest(RequestBody):
     landmarks: list[Any] = Field(
         description="More frames of this gesture, same format as POST /train", json_schema_extra=FRAMES_SCHEMA
     )
@@ -91,7 +92,7 @@ def _rename(state: ApiState, model: repo.ModelInfo, owner: str, old: str, new: s
 @router.post(
     "/{name:path}/rename",
     status_code=201,
-    responses=error_responses(404, 409, 413, 422, 503),
+    responses=error_responses(404, 409, 413, 415, 422, 503),
     openapi_extra=json_body_schema(RenameRequest),
 )
 async def rename_gesture(
@@ -121,7 +122,7 @@ async def rename_gesture(
     "/{name:path}/frames",
     status_code=202,
     response_model=TrainAccepted,
-    responses=error_responses(404, 413, 422, 503),
+    responses=error_responses(404, 413, 415, 422, 503),
     openapi_extra=json_body_schema(FramesRequest),
 )
 async def add_frames(

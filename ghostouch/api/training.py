@@ -11,7 +11,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from starlette.requests import ClientDisconnect
 
 from ghostouch import names
@@ -37,7 +37,14 @@ FRAMES_SCHEMA: dict[str, Any] = {
 }
 
 
-class TrainRequest(BaseModel):
+class RequestBody(BaseModel):
+    """A JSON body the API parses: a field it does not know is refused, not ignored (a client
+    sending `allowDuplicate` would otherwise never learn that its option was not read)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainRequest(RequestBody):
     model_code: str = Field(description="Code of the model the app runs now (a fresh install: base_v1)")
     gesture: str = Field(
         description="The user's name for the gesture, 1-64 characters, any script",
@@ -92,6 +99,9 @@ async def read_json_body(request: Request) -> Any:
 
 
 async def _received(request: Request) -> bytes:
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise HTTPException(415, f"Content-Encoding {quoted(encoding)} is not supported; send the JSON uncompressed")
     try:
         return await request.body()
     except ClientDisconnect:  # the client hung up mid-body: nobody to answer, nothing to log
@@ -124,7 +134,11 @@ def _with_frames(model: type[FramesBody], raw: bytes, preamble: str) -> tuple[Fr
 def _decoded(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:  # (json.loads reads UTF-8, -16 and -32)
+        raise bad_request(
+            f"body is not UTF-8 text (byte 0x{body[exc.start]:02x} at position {exc.start}); send JSON encoded as UTF-8"
+        ) from None
+    except ValueError as exc:
         if "int_max_str_digits" in str(exc):  # Python's limit on integer literals (4300 digits)
             raise bad_request("body is not usable JSON: it holds a number with thousands of digits") from None
         raise bad_request(f"body is not valid JSON: {exc}") from None
@@ -148,7 +162,23 @@ def parse_body(model: type[Body], body: Any, preamble: str = "") -> Body:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise bad_request(preamble + describe_errors(exc.errors())) from None
+        errors = exc.errors(include_url=False)
+        if any(error["type"] == "model_type" for error in errors):
+            raise bad_request(f"{preamble}the body must be a JSON object, not {_json_kind(body)}") from None
+        unknown = [str(error["loc"][0]) for error in errors if error["type"] == "extra_forbidden"]
+        known = [error for error in errors if error["type"] != "extra_forbidden"]
+        parts = [describe_errors(known)] if known else []
+        if unknown:
+            parts.append(
+                f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(quoted(u) for u in unknown)} "
+                f"(the fields are {', '.join(model.model_fields)})"
+            )
+        raise bad_request(preamble + "; ".join(parts)) from None
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "an array", str: "a string", bool: "true or false", int: "a number", float: "a number"}
+    return "null" if value is None else kinds.get(type(value), "that")
 
 
 def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -161,7 +191,7 @@ def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
     status_code=202,
     response_model=TrainAccepted,
     openapi_extra=json_body_schema(TrainRequest),
-    responses=error_responses(404, 413, 422, 503),
+    responses=error_responses(404, 413, 415, 422, 503),
 )
 async def train(
     request: Request,
@@ -220,8 +250,10 @@ def queue_job(
     return job
 
 
-# What a client is told to wait before it sends again a request refused for a full queue.
+# What a client is told to wait before it sends again a request refused for a full queue, and
+# for a queue that did not answer (a broker restarting: `serve` brings its own back in seconds).
 QUEUE_FULL_RETRY_AFTER_SECONDS = 60
+QUEUE_DOWN_RETRY_AFTER_SECONDS = 10
 
 
 def refuse_when_queue_full(state: ApiState) -> None:
@@ -251,7 +283,11 @@ def _enqueue(state: ApiState, task_id: str) -> None:
             error_info="the training queue is unavailable; please retry later",
             error_detail={"queue_unavailable": True},
         )
-        raise HTTPException(503, f"the training queue is unavailable ({type(exc).__name__}); please retry") from None
+        raise HTTPException(
+            503,
+            "the training queue is unavailable; please retry",
+            headers={"Retry-After": str(QUEUE_DOWN_RETRY_AFTER_SECONDS)},
+        ) from None
 
 
 # A job's fields as a client sent them.

@@ -214,7 +214,11 @@ def _plan_train(
         # already has cannot come back as a new output; adding frames is an explicit request.
         # A name that differs only by what no one sees (a variation selector) would show twice.
         path = f"/models/{parent.code}/gestures/{quote(existing, safe='')}/frames"
-        looks = "" if existing == gesture else f", which looks the same as '{gesture}'"
+        looks = (
+            ""
+            if existing == gesture
+            else f", which looks the same as '{gesture}' (they differ only in unseen characters or width)"
+        )
         _end_duplicate(
             ctx,
             job,
