@@ -72,8 +72,16 @@ def test_delete_retrains_without_the_gesture(service: Service) -> None:
     code = _child_with_call(service)
     r = httpx.delete(f"{service.url}/models/{code}/gestures/rock")
     assert r.status_code == 202, r.text
+    again = httpx.delete(f"{service.url}/models/{code}/gestures/rock")  # a retry: no second retrain
+    assert again.status_code == 202 and again.json()["task_id"] == r.json()["task_id"], again.text
     body, _ = poll_like_android(service.url, r.json()["task_id"])
     assert body["status"] == "SUCCESS", body
+    after = httpx.delete(f"{service.url}/models/{code}/gestures/rock")  # ... nor once it is done
+    assert after.status_code == 202 and after.json() == {**r.json(), "status": "SUCCESS"}, after.text
+    deletions = [
+        j for j in httpx.get(f"{service.url}/models/{code}/jobs", headers=OPERATOR).json() if j["action"] == "delete"
+    ]
+    assert len(deletions) == 1, deletions
     assert body["result"]["label_map"] == {"paper": 0, "scissors": 1, "call": 2}
     assert job_listed(service, code, r.json()["task_id"])["action"] == "delete"
     model = LiteModel.load(httpx.get(body["result"]["tflite_url"]).content)

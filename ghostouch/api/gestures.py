@@ -151,12 +151,16 @@ async def delete_gesture(
     state: Annotated[ApiState, Depends(get_state)],
     owner: Annotated[str, Depends(current_owner)],
 ) -> JSONResponse:
-    """Queue a new version trained without `name`. Gestures after it move down one index; the
-    job's result carries the new label map. (The shipped apps never delete, so the legacy rule of
-    stable indices holds for everything they can trigger.)"""
+    """Queue a new version trained without `name` (the same deletion sent again answers the same
+    job). Gestures after it move down one index; the job's result carries the new label map.
+    (The shipped apps never delete, so the legacy rule of stable indices holds for everything
+    they can trigger.)"""
     model = await run_in_threadpool(visible_model, state, code, owner)
     name = _gesture(model, name).name
     if len(model.gestures) <= 2:
         raise HTTPException(409, "a model needs at least two gestures; this one would keep only one")
-    job = await run_in_threadpool(queue_job, state, owner, model.code, name, None, {}, None, "delete")
+    # DELETE is idempotent: the same deletion sent again (a retry, a double tap) answers the job
+    # the first one made, as a repeated Idempotency-Key does, instead of queuing another retrain.
+    key = f"DELETE {model.code} {name}"
+    job = await run_in_threadpool(queue_job, state, owner, model.code, name, None, {}, key, "delete")
     return accepted(state, job["task_id"], job["status"])
