@@ -94,3 +94,11 @@ def test_a_slow_but_steady_sender_and_a_slow_route_are_served(port: int) -> None
         sock.sendall(head + body)
         answer = read_all(sock)
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"size":300000}'), answer[:200]
+
+
+def test_a_request_http_cannot_parse_gets_a_json_400(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd")
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in answer, answer[:300]
+    assert answer.endswith(b'{"detail": "malformed HTTP request (invalid http request received)"}'), answer[-200:]

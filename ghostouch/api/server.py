@@ -112,6 +112,12 @@ class IdleClosingProtocol(HttpToolsProtocol):
             self.stall_timer = None
         super().connection_lost(exc)
 
+    def send_400_response(self, msg: str) -> None:
+        """A request HTTP itself cannot parse (two Content-Length headers, a bad chunk size): the
+        API's JSON error body, where Uvicorn answers in plain text."""
+        self.refused = True
+        self._close_with(400, "Bad Request", f"malformed HTTP request ({msg.rstrip('.').lower()})")
+
     def _refuse_head(self) -> None:
         self.refused = True
         self._close_with(431, "Request Header Fields Too Large", "request line and headers over 64 KiB")
