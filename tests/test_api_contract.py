@@ -37,6 +37,8 @@ def test_health_ready_and_docs(service: Service) -> None:
     schema = train["requestBody"]["content"]["application/json"]["schema"]["properties"]
     assert schema["landmarks"]["minItems"] == MIN_FRAMES and schema["gesture"]["minLength"] == 1
     assert "404" in spec["paths"]["/models/{code}"]["get"]["responses"]
+    for download in ("/dl/{expires}/{sig}/{key}", "/files/{key}"):
+        assert {"200", "206", "304", "403", "404"} <= set(spec["paths"][download]["get"]["responses"]), download
     assert schema["gesture"]["maxLength"] == 64
     # Every error, 422 included, is documented as it is sent: {"detail": "..."}.
     error_ref = {"$ref": "#/components/schemas/ErrorBody"}

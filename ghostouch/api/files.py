@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, Response
@@ -16,6 +16,12 @@ from ghostouch.api.state import ApiState, get_state
 from ghostouch.storage import LinkError, LinkExpired, LocalObjectStore, ObjectNotFound, is_valid_key
 
 router = APIRouter(tags=["downloads"])
+
+# What a download may answer besides the whole file and the errors.
+CACHE_AND_RANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    206: {"description": "one byte range of the file, for a `Range: bytes=...` request (`If-Range` honoured)"},
+    304: {"description": "the client's copy is current (`If-None-Match` names the file's ETag)"},
+}
 
 
 class StoredFileResponse(FileResponse):
@@ -31,7 +37,11 @@ class StoredFileResponse(FileResponse):
             return []  # no range: the whole file
 
 
-@router.get("/dl/{expires}/{sig}/{key:path}", response_class=FileResponse, responses=error_responses(403, 404, 503))
+@router.get(
+    "/dl/{expires}/{sig}/{key:path}",
+    response_class=FileResponse,
+    responses={**CACHE_AND_RANGE_RESPONSES, **error_responses(403, 404, 503)},
+)
 def signed_download(
     request: Request, key: str, expires: str, sig: str, state: Annotated[ApiState, Depends(get_state)]
 ) -> Response:
@@ -40,7 +50,11 @@ def signed_download(
     return _serve(request, state, key, expires, sig)
 
 
-@router.get("/files/{key:path}", response_class=FileResponse, responses=error_responses(403, 404))
+@router.get(
+    "/files/{key:path}",
+    response_class=FileResponse,
+    responses={**CACHE_AND_RANGE_RESPONSES, **error_responses(403, 404)},
+)
 def download(
     request: Request,
     key: str,
