@@ -11,20 +11,19 @@ Either deletes a key only when two runs (`ghostouch storage sweep` waits between
 it unreferenced and it is older than `min_age_s`: a job still publishing (a slow store retries for
 minutes) writes model files no version refers to yet, and the API stores a request's frames just
 before it records its job; no job runs longer than its time limit
-(`Settings.leftover_min_age_seconds`). The listing comes before the registry read, so what is
-registered in between counts as referenced. It runs only when an operator asks: the registry must
-be the only one writing to the store, or it would take another deployment's files for leftovers.
+(`Settings.leftover_min_age_seconds`); how long a job's frames are kept counts by the registry's
+clock, like the jobs' times. The listing comes before the registry read, so what is registered in
+between counts as referenced. It runs only when an operator asks: the registry must be the only
+one writing to the store, or it would take another deployment's files for leftovers.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from datetime import timedelta
 
 from ghostouch.publishing import ARTIFACT_KEY
 from ghostouch.registry import job_records, repo
-from ghostouch.registry.schema import utcnow
 from ghostouch.storage import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -122,8 +121,8 @@ class UnusedSampleSweep(_Sweep):
         return {key for key in store.list_keys("samples/") if SAMPLE_KEY.fullmatch(key)}
 
     def _in_use(self, db_url: str) -> set[str]:
-        kept_since = utcnow() - timedelta(days=self.keep_days)
-        refs = repo.sample_refs_of_versions(db_url) | job_records.sample_refs_of_jobs(db_url, kept_since)
+        kept_for_s = self.keep_days * 86400.0  # by the registry's clock, as the jobs' times are
+        refs = repo.sample_refs_of_versions(db_url) | job_records.sample_refs_of_jobs(db_url, kept_for_s)
         return {f"samples/{ref}.npy" for ref in refs}
 
     def _refuse_a_foreign_registry(self, n_doomed: int, n_stored: int, any_stored_in_use: bool) -> None:

@@ -12,9 +12,11 @@ that has stopped `MAX_ATTEMPTS` workers ends as FAILURE instead.
 Claiming and releasing are compare-and-set updates (`job_records.claim_job`,
 `job_records.release_abandoned_jobs`), and every write a worker makes to its job holds only while
 the job is still its own (`job_records.JobTakenOver` stops it otherwise), so a job is never
-trained twice at once nor finished by a worker that lost it. Heartbeats are judged by the
-sweeping machine's clock: machines must keep their clocks within a few seconds of each other
-(NTP), far below the 60 s.
+trained twice at once nor finished by a worker that lost it. Every time these records hold or
+are compared with (heartbeats, claims, when a job was queued or last sent) is the registry
+database's, read in the SQL statements themselves (`schema.db_now`): a machine whose clock is
+off neither takes over a job that is alive nor leaves a dead one, and its own times look no
+older or newer to the others.
 """
 
 from __future__ import annotations

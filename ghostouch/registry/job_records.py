@@ -4,6 +4,12 @@ A job is claimed by one worker process at a time (`claim_job`), which keeps it a
 `heartbeat`; `release_abandoned_jobs` puts back in the queue those whose worker is gone
 (`ghostouch/jobs/recovery.py` decides when). Claims, releases and a worker's writes are
 compare-and-set updates, so racing workers and sweepers never run or finish a job twice.
+
+Every time a job record is stamped with (created, claimed, heartbeat, sent again) or compared to
+(stale, waiting too long) is the registry database's (`schema.db_now`), evaluated in the SQL
+statement itself: machines whose clocks disagree still agree on how old a heartbeat is. An age
+reaches a limit when it equals it (`<=`): SQLite's clock counts milliseconds, so a time written
+just before reads as 0 s old, and 0 s must still count as old enough.
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
@@ -19,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ghostouch.registry.db import session_scope
-from ghostouch.registry.schema import Job, iso_utc, utcnow
+from ghostouch.registry.schema import Job, db_now, iso_utc
 
 # Whether the worker process named by a job's `claimed_by` is known to be gone.
 Abandoned = Callable[[str], bool]
@@ -142,7 +147,6 @@ def claim_job(
             if job.attempts >= max_attempts:
                 _give_up(s, job, claimable)
                 return False
-        now = utcnow()
         return _set_where(
             s,
             task_id,
@@ -151,8 +155,8 @@ def claim_job(
             current_step="starting",
             claimed_by=claimant,
             attempts=Job.attempts + 1,
-            updated_at=now,
-            started_at=now,
+            updated_at=db_now(),
+            started_at=db_now(),  # (the same time: one statement, one reading of the clock)
         )
 
 
@@ -160,7 +164,7 @@ def heartbeat(db_url: str, task_id: str, claimant: str) -> bool:
     """Mark a running job as alive; False when it is no longer this claimant's."""
     with session_scope(db_url) as s:
         mine = and_(Job.status == "PROGRESS", Job.claimed_by == claimant)
-        return _set_where(s, task_id, mine, updated_at=utcnow())
+        return _set_where(s, task_id, mine, updated_at=db_now())
 
 
 def release_abandoned_jobs(
@@ -201,12 +205,13 @@ def release_abandoned_jobs(
 
 def _abandoned_as_seen(seen: Job, stale_after_s: float, abandoned: Abandoned) -> Any:
     """SQL condition: the job is still in PROGRESS exactly as `seen` (same claimant, same attempt),
-    and abandoned: its claimant is gone, or its heartbeat is older than `stale_after_s`."""
+    and abandoned: its claimant is gone, or its heartbeat is older than `stale_after_s` (by the
+    database's clock)."""
     same_claimant = Job.claimed_by.is_(None) if seen.claimed_by is None else Job.claimed_by == seen.claimed_by
     as_seen = and_(Job.status == "PROGRESS", Job.attempts == seen.attempts, same_claimant)
     if seen.claimed_by and abandoned(seen.claimed_by):
         return as_seen
-    return and_(as_seen, Job.updated_at < _stale_before(stale_after_s))
+    return and_(as_seen, Job.updated_at <= db_now(stale_after_s))
 
 
 def give_back(db_url: str, task_id: str, claimant: str, max_attempts: int) -> bool:
@@ -282,35 +287,31 @@ def pending_jobs_to_resend(db_url: str, unsent_for_s: float) -> list[str]:
     """Jobs PENDING for `unsent_for_s` since they were created or last sent (a message a dead
     worker had taken but not started stays with the broker until its visibility timeout); each
     is marked sent now, a compare-and-set, so of several sweepers only one sends it."""
-    cutoff = utcnow() - timedelta(seconds=unsent_for_s)
-    waiting = and_(Job.status == "PENDING", Job.updated_at < cutoff)
+    waiting = and_(Job.status == "PENDING", Job.updated_at <= db_now(unsent_for_s))
     with session_scope(db_url) as s:
         candidates = list(s.scalars(select(Job.task_id).where(waiting)))
     resend = []
     for task_id in candidates:
         with session_scope(db_url) as s:
-            if _set_where(s, task_id, waiting, updated_at=utcnow()):
+            if _set_where(s, task_id, waiting, updated_at=db_now()):
                 resend.append(task_id)
     return resend
 
 
 def pending_jobs_older_than(db_url: str, seconds: float) -> list[str]:
     """Task ids of jobs still PENDING after `seconds` (their queue message may have been lost)."""
-    cutoff = utcnow() - timedelta(seconds=seconds)
     with session_scope(db_url) as s:
-        return list(s.scalars(select(Job.task_id).where(Job.status == "PENDING", Job.created_at < cutoff)))
+        old = Job.created_at <= db_now(seconds)
+        return list(s.scalars(select(Job.task_id).where(Job.status == "PENDING", old)))
 
 
-def sample_refs_of_jobs(db_url: str, finished_after: datetime) -> set[str]:
-    """The sample sets of jobs not finished, or finished (last changed) after `finished_after`:
-    a retryable failure runs again on its stored frames when its request is sent again."""
-    recent = (Job.status.in_(("PENDING", "PROGRESS"))) | (Job.updated_at >= finished_after)
+def sample_refs_of_jobs(db_url: str, finished_within_s: float) -> set[str]:
+    """The sample sets of jobs not finished, or finished (last changed) within the last
+    `finished_within_s` seconds: a retryable failure runs again on its stored frames when its
+    request is sent again."""
+    recent = (Job.status.in_(("PENDING", "PROGRESS"))) | (Job.updated_at >= db_now(finished_within_s))
     with session_scope(db_url) as s:
         return {ref for ref in s.scalars(select(Job.sample_ref).where(recent, Job.sample_ref.is_not(None))) if ref}
-
-
-def _stale_before(seconds: float) -> datetime:
-    return utcnow() - timedelta(seconds=seconds)
 
 
 def jobs_of_model(db_url: str, code: str) -> list[dict[str, Any]]:

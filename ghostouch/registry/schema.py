@@ -10,12 +10,54 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, literal
+from sqlalchemy.exc import CompileError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 
 def utcnow() -> datetime:
+    """This machine's clock: never for times another machine compares (see `db_now`)."""
     return datetime.now(UTC)
+
+
+class DbNow(FunctionElement[datetime]):
+    """SQL: the registry database's current UTC time, less the seconds of its one argument if any."""
+
+    type = DateTime(timezone=True)
+    inherit_cache = True
+    name = "db_now"
+
+
+def db_now(seconds_ago: float = 0.0) -> DbNow:
+    """The one clock of the registry's times (created, heartbeat, claimed, sent) and of every
+    comparison with them: the database's, evaluated by it. Machines' clocks disagree (a worker
+    whose clock ran ahead took over jobs that were alive); the database's is one clock for all."""
+    return DbNow(literal(float(seconds_ago), Float())) if seconds_ago else DbNow()
+
+
+@compiles(DbNow, "sqlite")
+def _sqlite_now(element: DbNow, compiler: SQLCompiler, **kw: object) -> str:
+    # In the format SQLAlchemy stores datetimes in on SQLite ('YYYY-MM-DD HH:MM:SS.ffffff', UTC), so
+    # that stored and computed times compare as strings (CURRENT_TIMESTAMP has no fraction of a second).
+    modifier = ""
+    if len(element.clauses):
+        modifier = f", printf('%.6f seconds', -({compiler.process(element.clauses, **kw)}))"
+    return f"(strftime('%Y-%m-%d %H:%M:%f', 'now'{modifier}) || '000')"
+
+
+@compiles(DbNow, "postgresql")
+def _postgresql_now(element: DbNow, compiler: SQLCompiler, **kw: object) -> str:
+    if not len(element.clauses):
+        return "statement_timestamp()"  # (now() would be when the transaction began)
+    return f"(statement_timestamp() - make_interval(secs => {compiler.process(element.clauses, **kw)}))"
+
+
+@compiles(DbNow)
+def _other_now(element: DbNow, compiler: SQLCompiler, **kw: object) -> str:
+    raise CompileError(f"the registry's clock is not known for {compiler.dialect.name} (SQLite or PostgreSQL)")
 
 
 def iso_utc(moment: datetime) -> str:
@@ -37,7 +79,7 @@ class SampleSet(Base):
     n_frames: Mapped[int] = mapped_column(Integer)
     n_bytes: Mapped[int] = mapped_column(Integer)
     storage_key: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now())
 
 
 class ModelVersion(Base):
@@ -54,7 +96,7 @@ class ModelVersion(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # {"tflite": {"key": ..., "sha256": ..., "bytes": ...}, "labels": {...}, ...}
     artifacts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now())
 
     gestures: Mapped[list[Gesture]] = relationship(
         back_populates="model", order_by="Gesture.output_index", cascade="all, delete-orphan"
@@ -103,5 +145,5 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)  # "host:pid" running it
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # this attempt
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now(), onupdate=db_now())
