@@ -264,7 +264,7 @@ def _sweep(store: ObjectStore, args: argparse.Namespace, settings: Settings) -> 
         for key in deleted:
             print(f"  {key}")
     if isinstance(store, LocalObjectStore):
-        unfinished = store.remove_stale_temp_files(min_age)
+        unfinished = store.remove_stale_temp_files(min_age, now=store.store_time())  # (the clock that stamped them)
         print(f"deleted {len(unfinished)} temporary file(s) of writes that never finished")
         for name in unfinished:
             print(f"  {name}")

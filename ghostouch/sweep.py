@@ -11,10 +11,12 @@ Either deletes a key only when two runs (`ghostouch storage sweep` waits between
 it unreferenced and it is older than `min_age_s`: a job still publishing (a slow store retries for
 minutes) writes model files no version refers to yet, and the API stores a request's frames just
 before it records its job; no job runs longer than its time limit
-(`Settings.leftover_min_age_seconds`); how long a job's frames are kept counts by the registry's
-clock, like the jobs' times. The listing comes before the registry read, so what is registered in
-between counts as referenced. It runs only when an operator asks: the registry must be the only
-one writing to the store, or it would take another deployment's files for leftovers.
+(`Settings.leftover_min_age_seconds`). Ages are measured by the store's clock (a probe object's
+time), which stamped the files, so a sweeping machine whose clock runs ahead does not shorten
+them; how long a job's frames are kept counts by the registry's clock, like the jobs' times. The
+listing comes before the registry read, so what is registered in between counts as referenced. It
+runs only when an operator asks: the registry must be the only one writing to the store, or it
+would take another deployment's files for leftovers.
 """
 
 from __future__ import annotations
@@ -53,7 +55,11 @@ class _Sweep:
         stored = self._stored(store)
         in_use = self._in_use(db_url)
         unreferenced = stored - in_use
-        doomed = sorted(key for key in unreferenced & self._suspects if self._old_enough(store, key))
+        seen_twice = sorted(unreferenced & self._suspects)
+        # Ages by the store's clock, which stamped the files, not by this machine's (one whose clock
+        # ran ahead would take a publishing job's files for old enough).
+        now = store.store_time() if seen_twice and self.min_age_s > 0 else None
+        doomed = [key for key in seen_twice if self._old_enough(store, key, now)]
         if doomed and not self.force:
             self._refuse_a_foreign_registry(len(doomed), len(stored), bool(in_use & stored))
         self._suspects = unreferenced - set(doomed)
@@ -75,9 +81,9 @@ class _Sweep:
     def _delete(self, db_url: str, store: ObjectStore, key: str) -> None:
         store.delete(key)
 
-    def _old_enough(self, store: ObjectStore, key: str) -> bool:
+    def _old_enough(self, store: ObjectStore, key: str, now: float | None) -> bool:
         try:
-            return store.age_seconds(key) >= self.min_age_s
+            return store.age_seconds(key, now) >= self.min_age_s
         except ObjectNotFound:  # deleted since the listing (a failed publish cleaned up)
             return False
 

@@ -165,3 +165,30 @@ def test_a_worker_process_whose_clock_runs_ahead_leaves_running_jobs_alone() -> 
         assert _status(db_url, waiting) == ("PENDING", None)
     finally:
         next(gen, None)
+
+
+def test_the_storage_sweep_measures_the_ages_of_files_by_the_stores_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store stamps its files by its own clock (here this machine's file system); a sweeping
+    machine whose clock runs ahead must not take a publishing job's files for old enough."""
+    from types import SimpleNamespace
+
+    from ghostouch.storage import LocalObjectStore, base
+    from ghostouch.sweep import LeftoverSweep
+
+    db_url = f"sqlite:///{tmp_path / 'registry.sqlite3'}"
+    migrate(db_url)
+    store = LocalObjectStore(tmp_path / "objects", public_url="http://127.0.0.1:1", signing_secret=b"s" * 32)
+    min_age = 720.0
+    young, old = "models/mslow/00000001/mslow.tflite", "models/mdead/00000001/mdead.tflite"
+    for key, age in ((young, min_age - 60), (old, min_age + 60)):
+        store.put_bytes(key, b"model files no version refers to")
+        then = datetime.now(UTC).timestamp() - age
+        os.utime(store.local_path(key), (then, then))
+    true_time = base.time.time
+    monkeypatch.setattr(base, "time", SimpleNamespace(time=lambda: true_time() + SKEW_S, sleep=base.time.sleep))
+    sweep = LeftoverSweep(min_age_s=min_age, force=True)  # (force: this registry refers to no file at all)
+    assert sweep.run(db_url, store) == []  # first sighting
+    assert sweep.run(db_url, store) == [old]
+    assert store.exists(young) and not [key for key in store.list_keys("") if key.startswith(".ghostouch-probe")]

@@ -83,11 +83,24 @@ class ObjectStore(abc.ABC):
         validate_key(key)
         self._retry(lambda: self._delete(key), f"deleting {key!r} from {self.description}")
 
-    def age_seconds(self, key: str) -> float:
-        """Seconds since the object was last written (by this store's clock; never negative)."""
+    def age_seconds(self, key: str, now: float | None = None) -> float:
+        """Seconds from when the object was last written until `now` (Unix time; never negative).
+        By default `now` is this machine's clock, while the store stamps its objects by its own
+        (the storage service's, or the writing machine's): pass `store_time()` to compare like with like."""
         validate_key(key)
         written = self._retry(lambda: self._written_at(key), f"reading the age of {key!r} in {self.description}")
-        return max(0.0, time.time() - written)
+        return max(0.0, (time.time() if now is None else now) - written)
+
+    def store_time(self) -> float:
+        """Now by the clock that stamps this store's objects: when a probe object written now was
+        written, by the store's account (it is deleted again). Ages measured from it do not depend
+        on the clock of the machine asking."""
+        key = f"{PROBE_PREFIX}/{secrets.token_hex(8)}"
+        try:
+            self.put_bytes(key, b"the store's time")
+            return float(self._retry(lambda: self._written_at(key), f"reading the time of {self.description}"))
+        finally:
+            self._forget_probe(key)
 
     def list_keys(self, prefix: str) -> list[str]:
         """Keys starting with `prefix` (a plain string prefix; '' lists everything), sorted."""

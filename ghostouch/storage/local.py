@@ -99,11 +99,12 @@ class LocalObjectStore(ObjectStore):
             raise ObjectNotFound(f"object {key!r} not found in {self.description}")
         return path
 
-    def remove_stale_temp_files(self, older_than_s: float) -> list[str]:
+    def remove_stale_temp_files(self, older_than_s: float, now: float | None = None) -> list[str]:
         """Delete the temporary files of writes that never finished (a process killed while
-        writing) last touched more than `older_than_s` ago; returns their paths, relative to the
-        store. A write takes seconds, so an older one is nobody's."""
-        cutoff = time.time() - older_than_s
+        writing) last touched more than `older_than_s` before `now` (default: this machine's
+        clock; `store_time()` is the clock that stamped them); returns their paths, relative to
+        the store. A write takes seconds, so an older one is nobody's."""
+        cutoff = (time.time() if now is None else now) - older_than_s
         removed = []
         for path in self._root.rglob(f".*{_TMP_SUFFIX}"):
             with contextlib.suppress(FileNotFoundError):

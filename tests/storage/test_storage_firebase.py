@@ -60,6 +60,9 @@ def test_round_trip(firebase_store: Any, unique_prefix: str) -> None:
     assert firebase_store.list_keys(f"{unique_prefix}/nothing/") == []
 
     assert 0.0 <= firebase_store.age_seconds(key) < 120.0  # the storage sweep's guard reads it
+    now = firebase_store.store_time()  # the store's clock, which the sweep measures ages by
+    assert 0.0 <= firebase_store.age_seconds(key, now) < 120.0
+    assert firebase_store.list_keys(".ghostouch-probe") == []  # its probe object is gone
 
     firebase_store.delete(key)
     assert not firebase_store.exists(key)
