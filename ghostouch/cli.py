@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ghostouch.config import BASE_CODE, ConfigError, Settings, get_settings, without_password
-from ghostouch.preflight import check_listen_address, check_services, registry_failures, unusable_registry, usable_store
+from ghostouch.preflight import (
+    check_listen_address,
+    check_services,
+    prepare_data_dir,
+    registry_failures,
+    unusable_registry,
+    usable_store,
+)
 from ghostouch.supervisor import ServeProcesses, python_cli
 from ghostouch.text import first_line
 
@@ -25,20 +32,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("ghostouch")
 
 
-def _apply_overrides(args: argparse.Namespace, create_data_dir: bool = True) -> Settings:
-    """Command-line options win over the environment; exported so child processes agree."""
+def _apply_overrides(
+    args: argparse.Namespace, links: bool = False, always: bool = False, create_data_dir: bool = True
+) -> Settings:
+    """Command-line options win over the environment; exported so child processes agree. The data
+    directory is made (or, without `create_data_dir`, must exist) only where the command keeps
+    something in it (`preflight.prepare_data_dir`)."""
     for option, env in (("host", "GHOSTOUCH_HOST"), ("port", "GHOSTOUCH_PORT"), ("data_dir", "GHOSTOUCH_DATA_DIR")):
         value = getattr(args, option, None)
         if value is not None:
             os.environ[env] = str(Path(value).resolve()) if option == "data_dir" else str(value)
     get_settings.cache_clear()
     settings = get_settings()
-    if not create_data_dir and not settings.data_dir.is_dir():
-        raise ConfigError(f"GHOSTOUCH_DATA_DIR={str(settings.data_dir)!r}: no such directory")
-    try:  # owner-only: it holds the registry, the signing key and users' recordings
-        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"GHOSTOUCH_DATA_DIR={str(settings.data_dir)!r}: cannot create it ({exc.strerror})") from None
+    prepare_data_dir(settings, links, always, create_data_dir)
     os.environ["GHOSTOUCH_DATA_DIR"] = str(settings.data_dir.resolve())
     return settings
 
@@ -57,7 +63,7 @@ def _ensure_base_in_subprocess(settings: Settings) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ghostouch.api.server import raise_open_file_limit
 
-    settings = _apply_overrides(args)
+    settings = _apply_overrides(args, always=True)  # its lock, the embedded broker
     raise_open_file_limit()  # before the workers and broker start: they inherit it
     # SIGTERM (systemd, docker stop) and SIGHUP (a closed terminal) end `serve` as Ctrl-C does,
     # through the `finally` below that stops the workers and the broker. (uvicorn handles them
@@ -69,7 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             processes.lock_data_dir()  # before anything touches the registry (a migration, say)
             check_listen_address(settings)
-            check_services(settings, broker=True)
+            check_services(settings, broker=True, links=True)
             processes.start()
         except RuntimeError as exc:  # e.g. another serve runs on this data directory
             print(f"ghostouch serve: {exc}", file=sys.stderr)
@@ -134,7 +140,7 @@ def _run_api(settings: Settings) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     from ghostouch.api.server import raise_open_file_limit
 
-    settings = _apply_overrides(args)
+    settings = _apply_overrides(args, links=True)
     raise_open_file_limit()
     if not settings.broker_url:
         print(
@@ -142,7 +148,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         )
         return 2
     check_listen_address(settings)
-    check_services(settings, broker=True)
+    check_services(settings, broker=True, links=True)
     return _run_api(settings)
 
 

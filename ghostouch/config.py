@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     storage: Literal["local", "firebase"] = "local"
     public_links: bool = False
     link_ttl_seconds: int = Field(default=24 * 3600, gt=0, le=10 * 365 * 24 * 3600)  # at most 10 years
-    # HMAC key for local download links; generated and kept in the data dir when unset.
+    # HMAC key of the API's download links; generated and kept in the data dir when unset.
     signing_secret: str | None = None
     # Bearer token of the operator's listings (`GET /models`, `GET /models/{code}/jobs`); unset,
     # they answer 403: the apps send no identity, so listings would show every user's models.
@@ -176,6 +176,25 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'registry.sqlite3').resolve()}"
 
     @property
+    def signs_links(self) -> bool:
+        """Whether the API's download links are signed: with GHOSTOUCH_SIGNING_SECRET, or else
+        with a key generated in the data directory."""
+        return not self.public_links
+
+    def data_dir_holds(self, links: bool = False) -> list[str]:
+        """What a process keeps in the data directory: local storage, the SQLite registry and, for
+        the API (`links`: it signs download links), a generated signing key. Empty: the directory
+        need not exist (Firebase storage and an external database)."""
+        held = []
+        if self.storage == "local":
+            held.append("local storage")
+        if not self.database_url:
+            held.append("the SQLite registry")
+        if links and self.signs_links and not self.signing_secret:
+            held.append("the signing key (GHOSTOUCH_SIGNING_SECRET is unset)")
+        return held
+
+    @property
     def embedded_broker_socket(self) -> Path:
         return (self.data_dir / "run" / "redis.sock").resolve()
 
@@ -206,17 +225,18 @@ class Settings(BaseSettings):
                 tmp.unlink(missing_ok=True)
         return bytes.fromhex(path.read_text().strip())
 
-    def storage_settings(self, answering_phones: bool = False) -> StorageSettings:
+    def storage_settings(self, answering_phones: bool = False, links: bool = False) -> StorageSettings:
         """`answering_phones`: the API's store, whose calls happen while a phone waits for an
         answer (Android gives up after about 10 s): shorter timeouts, so a bucket that hangs gives
-        a 503 in time. Workers and commands keep the longer ones."""
+        a 503 in time. Workers and commands keep the longer ones. `links`: the store makes signed
+        download links (the API's); only then is the signing key read (or generated)."""
         return StorageSettings(
             request_timeout=4.0 if answering_phones else 20.0,
             retry_deadline=4.0 if answering_phones else 30.0,
             backend=self.storage,
             data_dir=self.data_dir,
             public_url=self.resolved_public_url,
-            signing_secret=self.signing_key(),
+            signing_secret=self.signing_key() if links and self.signs_links else None,
             link_ttl_seconds=self.link_ttl_seconds,
             public_links=self.public_links,
             firebase_credentials=self.firebase_credentials,

@@ -28,6 +28,21 @@ def check_listen_address(settings: Settings) -> None:
         raise ConfigError(f"{where}: cannot listen there ({reason})") from None
 
 
+def prepare_data_dir(settings: Settings, links: bool = False, always: bool = False, create: bool = True) -> None:
+    """Make the data directory, owner-only (it holds the registry, the signing key and users'
+    recordings), when the command keeps something there: `always` (serve's lock and embedded
+    broker), else what `Settings.data_dir_holds` names (`links`: the API's signing key). Without
+    `create` it must exist already: a mistyped one must not pass for an empty store."""
+    if not (always or settings.data_dir_holds(links)):
+        return  # Firebase storage and an external database: nothing lives there
+    if not create and not settings.data_dir.is_dir():
+        raise ConfigError(f"GHOSTOUCH_DATA_DIR={str(settings.data_dir)!r}: no such directory")
+    try:
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"GHOSTOUCH_DATA_DIR={str(settings.data_dir)!r}: cannot create it ({exc.strerror})") from None
+
+
 def registry_failures() -> tuple[type[BaseException], ...]:
     """What opening an unusable registry database raises: driver and connection errors, a
     missing driver module, an unknown migration revision, an unwritable SQLite file, a URL whose
@@ -43,11 +58,12 @@ def unusable_registry(url: str, exc: BaseException) -> ConfigError:
     return ConfigError(f"GHOSTOUCH_DATABASE_URL: {problem}")
 
 
-def check_services(settings: Settings, storage: bool = True, broker: bool = False) -> None:
+def check_services(settings: Settings, storage: bool = True, broker: bool = False, links: bool = False) -> None:
     """The registry database answers (its schema brought up to date), the store takes a probe
     object (written, read back, deleted) and, with `broker`, a configured broker answers: a
     setting that cannot work (a wrong bucket, a broker URL naming no database) stops the command
-    with one line, not a worker failing every job or an API answering 503 to each."""
+    with one line, not a worker failing every job or an API answering 503 to each. `links`: the
+    store is the API's, which signs download links."""
     from ghostouch.registry.db import migrate
 
     try:
@@ -55,7 +71,7 @@ def check_services(settings: Settings, storage: bool = True, broker: bool = Fals
     except registry_failures() as exc:
         raise unusable_registry(settings.resolved_database_url, exc) from None
     if storage:
-        usable_store(settings).close()
+        usable_store(settings, links).close()
     if broker and settings.broker_url:  # (the embedded broker is `serve`'s own, started after this)
         check_broker(settings)
 
@@ -97,12 +113,12 @@ def _setting_at_fault(exc: BaseException) -> bool:
     return False
 
 
-def usable_store(settings: Settings) -> ObjectStore:
+def usable_store(settings: Settings, links: bool = False) -> ObjectStore:
     """The configured store, once it has taken a probe object; ConfigError otherwise."""
     from ghostouch.storage import StorageError, build_store
 
     try:
-        store = build_store(settings.storage_settings())
+        store = build_store(settings.storage_settings(links=links))
         try:
             store.check_writable()
         except BaseException:

@@ -66,3 +66,23 @@ def test_download_links_never_point_at_the_wildcard_address(tmp_path: Path) -> N
     assert not guessed_link_host(Settings(**everywhere, storage="firebase", public_links=True))  # type: ignore[arg-type]
     assert not guessed_link_host(Settings(**everywhere, public_url="https://models.example.org"))  # type: ignore[arg-type]
     assert not guessed_link_host(Settings(data_dir=tmp_path, host="127.0.0.1"))
+
+
+def test_the_data_directory_is_needed_only_for_what_lives_there(tmp_path: Path) -> None:
+    """Local storage, the SQLite registry and the API's generated signing key live there; with
+    Firebase storage and an external database, a worker (or an API given the secret) needs none,
+    and building its store neither reads nor makes a key."""
+    from ghostouch.config import Settings
+
+    missing = tmp_path / "none"
+    remote = Settings(
+        data_dir=missing, storage="firebase", database_url="postgresql://db-host/ghostouch", signing_secret=None
+    )
+    assert remote.data_dir_holds() == [] and remote.storage_settings().signing_secret is None
+    assert remote.data_dir_holds(links=True) == ["the signing key (GHOSTOUCH_SIGNING_SECRET is unset)"]
+    assert remote.model_copy(update={"signing_secret": "k" * 32}).data_dir_holds(links=True) == []
+    assert remote.model_copy(update={"public_links": True}).data_dir_holds(links=True) == []  # links name the bucket
+    assert not missing.exists()
+    assert Settings(data_dir=missing, storage="firebase").data_dir_holds() == ["the SQLite registry"]
+    assert Settings(data_dir=missing, database_url="postgresql://db-host/x").data_dir_holds() == ["local storage"]
+    assert remote.storage_settings(links=True).signing_secret is not None and (missing / "signing.key").is_file()

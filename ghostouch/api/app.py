@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db_url = settings.resolved_database_url
         migrate(db_url)
-        store = build_store(settings.storage_settings(answering_phones=True))
+        store = build_store(settings.storage_settings(answering_phones=True, links=True))
         state = app.state.ghostouch = ApiState(settings, db_url, store, make_celery(settings, answering_phones=True))
         try:
             yield

@@ -164,7 +164,7 @@ class FirebaseObjectStore(ObjectStore):
             project_id=settings.firebase_project_id,
             public_links=settings.public_links,
             links=None
-            if settings.public_links
+            if settings.public_links or settings.signing_secret is None  # None: not the API's store
             else signed_links(settings.public_url, settings.signing_secret, settings.link_ttl_seconds),
             retry_policy=settings.retry_policy(),
             timeout=settings.request_timeout,

@@ -51,7 +51,7 @@ class LocalObjectStore(ObjectStore):
         root: Path,
         *,
         public_url: str,
-        signing_secret: bytes = b"",
+        signing_secret: bytes | None = b"",
         link_ttl_seconds: int = 3600,
         public_links: bool = False,
         retry_policy: RetryPolicy | None = None,
@@ -64,7 +64,7 @@ class LocalObjectStore(ObjectStore):
         self._root = Path(root)
         self._public_url = public_url.rstrip("/")
         self._public_links = public_links
-        if not public_links:
+        if not public_links and signing_secret is not None:  # None: a worker's store, which links nothing
             self._links = signed_links(public_url, signing_secret, link_ttl_seconds, clock)
 
     @classmethod

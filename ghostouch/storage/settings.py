@@ -15,7 +15,7 @@ class StorageSettings:
     backend: str = "local"  # "local" | "firebase"
     data_dir: Path  # the local backend keeps objects under data_dir / "objects"
     public_url: str  # base of local download URLs, e.g. "http://127.0.0.1:8000"
-    signing_secret: bytes  # HMAC key for local links
+    signing_secret: bytes | None = None  # HMAC key of signed links; None: the store makes none (only the API does)
     link_ttl_seconds: int = 3600
     public_links: bool = False  # True: plain permanent URLs; False: expiring signed links
     firebase_credentials: Path | None = None  # service-account JSON
