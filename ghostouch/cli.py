@@ -22,6 +22,7 @@ from ghostouch.preflight import (
     registry_failures,
     unusable_registry,
     usable_store,
+    warn_of_one_machine_state,
 )
 from ghostouch.supervisor import ServeProcesses, python_cli
 from ghostouch.text import first_line
@@ -149,12 +150,14 @@ def cmd_api(args: argparse.Namespace) -> int:
         return 2
     check_listen_address(settings)
     check_services(settings, broker=True, links=True)
+    warn_of_one_machine_state(settings, api=True)
     return _run_api(settings)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _apply_overrides(args)
     check_services(settings, broker=True)  # a worker that cannot reach them would take jobs it can only drop
+    warn_of_one_machine_state(settings, api=False)
     if args.parent_pid:
         _exit_with_parent(args.parent_pid)
     if not args.no_ensure_base:

@@ -43,6 +43,30 @@ def prepare_data_dir(settings: Settings, links: bool = False, always: bool = Fal
         raise ConfigError(f"GHOSTOUCH_DATA_DIR={str(settings.data_dir)!r}: cannot create it ({exc.strerror})") from None
 
 
+def warn_of_one_machine_state(settings: Settings, api: bool) -> None:
+    """An external broker and a database other than SQLite are how API and workers on several
+    machines are set up: warn of what then works only where the machines share the data directory,
+    local storage and (`api`) a signing key generated there."""
+    if not settings.broker_url or settings.resolved_database_url.startswith("sqlite"):
+        return
+    data_dir = settings.data_dir.resolve()
+    if settings.storage == "local":
+        log.warning(
+            "GHOSTOUCH_STORAGE=local with an external broker and database: every API and worker must share "
+            "this data directory, %s (one machine, or a shared file system mounted as each one's "
+            "GHOSTOUCH_DATA_DIR), or jobs fail as workers miss the files the API stored; on machines with disks "
+            "of their own, use GHOSTOUCH_STORAGE=firebase",
+            data_dir,
+        )
+    if api and settings.signs_links and not settings.signing_secret:
+        log.warning(
+            "GHOSTOUCH_SIGNING_SECRET is unset: download links are signed with a key generated in %s, so "
+            "API machines that do not share it refuse each other's links (403) and a fresh disk at a restart "
+            "invalidates every link issued; set the same GHOSTOUCH_SIGNING_SECRET on every API machine",
+            data_dir,
+        )
+
+
 def registry_failures() -> tuple[type[BaseException], ...]:
     """What opening an unusable registry database raises: driver and connection errors, a
     missing driver module, an unknown migration revision, an unwritable SQLite file, a URL whose

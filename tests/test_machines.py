@@ -1,5 +1,5 @@
 """API and workers as on several machines (external Redis and PostgreSQL): what each command needs
-on its own disk."""
+on its own disk and what it warns of at start."""
 
 from __future__ import annotations
 
@@ -8,16 +8,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from ghostouch.embedded_broker import EmbeddedBroker
+from ghostouch.engine import hands
 from ghostouch.registry.db import migrate
-from tests.conftest import Service, free_port, service_env
+from tests.conftest import Service, free_port, poll_like_android, service_env, wait_until
 from tests.gcs_fixtures import Emulator, ServiceAccount
 from tests.test_firebase_flow import firebase_env
 from tests.test_registry import _postgres_url
 
 SECRET = "s" * 40
+LOCAL_STORAGE_WARNING = "GHOSTOUCH_STORAGE=local with an external broker and database"
+SIGNING_WARNING = "GHOSTOUCH_SIGNING_SECRET is unset"
 
 
 @pytest.fixture
@@ -45,7 +49,7 @@ def test_firebase_and_postgres_need_no_data_directory(
 ) -> None:
     """Nothing lives in the data directory then: `storage sweep` and an API given the signing
     secret run on a host without one (and make none); an API without the secret makes it for its
-    generated key."""
+    generated key, and warns that other API machines would refuse its links."""
     missing = tmp_path / "no-such-dir"
     env = {**service_env(missing, broker, free_port()), "GHOSTOUCH_DATABASE_URL": postgres}
     env = firebase_env(env, gcs_emulator, service_account)
@@ -61,6 +65,9 @@ def test_firebase_and_postgres_need_no_data_directory(
         assert httpx.get(f"{svc.url}/models/base_v1").status_code == 200 and not missing.exists()
     finally:
         svc.stop_all()
+    api_log = (tmp_path / "api.log").read_text()
+    assert SIGNING_WARNING not in api_log and LOCAL_STORAGE_WARNING not in api_log, api_log
+    (tmp_path / "api.log").unlink()
     svc.env = env  # no GHOSTOUCH_SIGNING_SECRET
     svc.start_api()
     try:
@@ -68,3 +75,43 @@ def test_firebase_and_postgres_need_no_data_directory(
     finally:
         svc.stop_all()
     assert (missing / "signing.key").is_file() and missing.stat().st_mode & 0o777 == 0o700
+    api_log = (tmp_path / "api.log").read_text()
+    assert SIGNING_WARNING in api_log and "refuse each other's links (403)" in api_log, api_log
+
+
+def test_local_storage_on_machines_that_do_not_share_it_is_warned_of_and_named_in_failures(
+    tmp_path: Path, broker: str, postgres: str
+) -> None:
+    """API and worker with local storage in data directories of their own (as on two machines):
+    both warn at start, and the job fails saying why the worker cannot find the frames, not
+    asking the user to post them again (which would fail the same way)."""
+    port = free_port()
+    api_env = {**service_env(tmp_path / "api-data", broker, port), "GHOSTOUCH_DATABASE_URL": postgres}
+    worker_env = {**api_env, "GHOSTOUCH_DATA_DIR": str(tmp_path / "worker-data")}
+    api = Service(tmp_path / "api-data", api_env, port, logs=tmp_path)
+    worker = Service(tmp_path / "worker-data", worker_env, port, logs=tmp_path)
+    worker.start_worker()  # provisions base_v1 in its own storage
+    api.start_api()
+    try:
+        frames = hands.generate_recording("call", 40, np.random.default_rng(4), handedness=1.0).tolist()
+        body = {"model_code": "base_v1", "gesture": "call", "landmarks": frames}
+        answers: list[httpx.Response] = []
+
+        def accepted() -> bool:  # 503 while the worker provisions base_v1
+            answers.append(httpx.post(f"{api.url}/train", json=body, timeout=30))
+            return answers[-1].status_code != 503
+
+        wait_until(accepted, 300, "base_v1 was never provisioned")
+        assert answers[-1].status_code == 202, answers[-1].text
+        status, _ = poll_like_android(api.url, answers[-1].json()["task_id"], timeout=300)
+    finally:
+        worker.stop_all()
+        api.stop_all()
+    assert status["status"] == "FAILURE", status
+    reason = status["error_info"]
+    assert "cannot see the storage the API" in reason and "post them again" not in reason, reason
+    assert "will not help" in reason and not (status.get("error_detail") or {}).get("retryable"), status
+    api_log, worker_log = (tmp_path / "api.log").read_text(), (tmp_path / "worker.log").read_text()
+    for log in (api_log, worker_log):
+        assert LOCAL_STORAGE_WARNING in log and "GHOSTOUCH_STORAGE=firebase" in log, log
+    assert SIGNING_WARNING in api_log and SIGNING_WARNING not in worker_log  # workers sign no links

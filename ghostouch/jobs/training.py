@@ -231,9 +231,13 @@ def _plan_train(
     new_ref = job["sample_ref"]
     try:
         new_frames = samples.frames([new_ref])
-    except (repo.MissingSamples, ObjectNotFound):  # e.g. a worker that cannot see the API's storage
-        log.error("job %s: its frames %s are not in %s", job["task_id"], new_ref, ctx.store.description)
-        raise JobFailed("this request's frames are missing from the model storage; post them again") from None
+    except (repo.MissingSamples, ObjectNotFound):  # the API stored them a moment ago: a storage this worker cannot see
+        log.error("job %s: frames %s not in %s: not the API's storage?", job["task_id"], new_ref, ctx.store.description)
+        raise JobFailed(
+            "the server could not find this request's frames in its storage: its worker likely cannot see the "
+            "storage the API saved them to (a server setup problem); sending the request again will not help "
+            "until that is fixed"
+        ) from None
     if refined:
         new_ref, new_frames = _unstored_frames(ctx, samples, parent, gesture, new_ref, new_frames)
     infos, training = _gesture_data(ctx, samples, parent.gestures, gesture, new_ref)
