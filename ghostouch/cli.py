@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -163,11 +162,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if not args.no_ensure_base:
         _ensure_base_in_subprocess(settings)
     from ghostouch.jobs.celery_app import QUEUE
-    from ghostouch.jobs.worker import NODE_ENV, app, forget_warm_state
+    from ghostouch.jobs.worker import NODE_ENV, app, node_name
 
-    hostname = f"{args.name or 'worker'}-{os.getpid()}@{socket.gethostname()}"
+    hostname = node_name(args.name)
     os.environ[NODE_ENV] = hostname  # pool processes report it once warm (/readyz)
-    forget_warm_state(hostname)
     app.worker_main(
         [
             "worker",
@@ -317,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="a training worker (uses GHOSTOUCH_BROKER_URL)")
     common(worker)
     worker.add_argument("--concurrency", type=int, default=1)
-    worker.add_argument("--name")
+    worker.add_argument("--name", help="start of its node name, NAME-PID-RANDOM@HOST (default: worker)")
     worker.add_argument("--no-ensure-base", action="store_true", help=argparse.SUPPRESS)
     worker.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)  # stop when this process is gone
     worker.set_defaults(func=cmd_worker)

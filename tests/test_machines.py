@@ -1,14 +1,18 @@
 """API and workers as on several machines (external Redis and PostgreSQL): what each command needs
-on its own disk and what it warns of at start."""
+on its own disk, what it warns of at start, and how workers are told apart."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 
 from ghostouch.embedded_broker import EmbeddedBroker
@@ -115,3 +119,65 @@ def test_local_storage_on_machines_that_do_not_share_it_is_warned_of_and_named_i
     for log in (api_log, worker_log):
         assert LOCAL_STORAGE_WARNING in log and "GHOSTOUCH_STORAGE=firebase" in log, log
     assert SIGNING_WARNING in api_log and SIGNING_WARNING not in worker_log  # workers sign no links
+
+
+def _in_own_pid_namespace() -> list[str] | None:
+    """The command prefix that runs a process as pid 1 of a PID namespace of its own, as a
+    container's first process is; None where this machine does not allow it."""
+    command = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child"]
+    try:
+        done = subprocess.run([*command, "true"], capture_output=True, timeout=10, check=False)
+    except OSError:
+        return None
+    return command if done.returncode == 0 else None
+
+
+def test_workers_in_containers_sharing_a_host_name_are_told_apart(tmp_path: Path, broker: str) -> None:
+    """Two workers given the same --name, each pid 1 of its own PID namespace on one host (two
+    containers sharing a host name): both answer and count as warm where /readyz looks, and
+    stopping one leaves the other warm."""
+    from ghostouch.config import Settings
+    from ghostouch.jobs.celery_app import make_celery, warm_nodes
+
+    prefix = _in_own_pid_namespace()
+    if prefix is None:
+        pytest.skip("cannot run a process in a PID namespace of its own here (unshare)")
+    name = "twin"
+    twins = []
+    for i in range(2):
+        env = service_env(tmp_path / f"data{i}", broker, free_port())
+        log = (tmp_path / f"twin{i}.log").open("wb")
+        command = [sys.executable, "-m", "ghostouch.cli", "worker", "--no-ensure-base", "--name", name]
+        twins.append(subprocess.Popen([*prefix, *command], env=env, stdout=log, stderr=subprocess.STDOUT))
+    app = make_celery(Settings(broker_url=broker))
+
+    def answering() -> tuple[list[str], set[str]]:
+        """As /readyz counts them (api/health.py): nodes that answer a ping, and the warm ones."""
+        replies = app.control.ping(timeout=1.0) or []
+        nodes = sorted(node for reply in replies for node in reply)
+        return nodes, warm_nodes(app, nodes)
+
+    try:
+        wait_until(lambda: len(answering()[1]) == 2, 180, "two warm workers never answered")
+        nodes, _ = answering()
+        assert [node.split("-")[1] for node in nodes] == ["1", "1"], nodes  # each its namespace's pid 1
+        _stop(twins[0])  # a graceful stop, as `docker stop` asks
+        left, warm = answering()
+        assert len(left) == 1 and warm == set(left), (left, warm)  # the other is still warm
+    finally:
+        for twin in twins:
+            _stop(twin)
+        app.close()
+
+
+def _stop(namespace: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the worker inside (unshare itself ignores it), SIGKILL after 30 s (unshare's
+    --kill-child takes the worker along)."""
+    if namespace.poll() is None:
+        for worker in psutil.Process(namespace.pid).children():
+            worker.send_signal(signal.SIGTERM)
+    try:
+        namespace.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        namespace.kill()
+        namespace.wait()

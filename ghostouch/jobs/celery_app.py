@@ -63,8 +63,8 @@ def enqueue_training(app: Celery, task_id: str) -> None:
 # key in the broker's Redis; `/readyz` counts only warm workers, so "ready" means a job starts at
 # once, not after a warm-up of 5-45 s.
 WARM_KEY = "ghostouch:warm:{}"
-# The worker re-reports every 10 s: a node that stops doing so (killed, restarted under the same
-# name in a container) is no longer counted warm after this long.
+# The worker re-reports every 10 s: a node that stops doing so (killed) is no longer counted warm
+# after this long. Node names are unique per process (`worker.node_name`), never reused.
 WARM_TTL_SECONDS = 30
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import socket
 import threading
 import time
 from typing import Any
@@ -18,6 +20,14 @@ from ghostouch.jobs.recovery import requeue_lost_jobs, start_sweeper
 log = logging.getLogger(__name__)
 NODE_ENV = "GHOSTOUCH_WORKER_NODE"  # the Celery node name, set by `ghostouch worker`
 WARM_REPORT_SECONDS = 10.0
+
+
+def node_name(name: str | None = None) -> str:
+    """This worker's Celery node name, `NAME-PID-RANDOM@HOST` (NAME: `ghostouch worker --name`,
+    default "worker"). The random part keeps it unique where the host name and pid are not:
+    containers sharing a host name each start their worker as pid 1 or so, and `/readyz` counts
+    the nodes that answer and marks each warm under its name."""
+    return f"{name or 'worker'}-{os.getpid()}-{secrets.token_hex(3)}@{socket.gethostname()}"
 
 
 def build_worker_app(settings: Settings) -> Celery:
@@ -65,7 +75,7 @@ def _report_warm(node: str) -> None:
 
 
 def forget_warm_state(node: str) -> None:
-    """A new worker (perhaps under a name a container reuses) starts cold."""
+    """A worker that stops is no longer counted warm (rather than for 30 s more)."""
     try:
         forget_warm(app, node)
     except Exception:  # pragma: no cover - broker down: its mark, if any, expires in 30 s
