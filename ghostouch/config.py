@@ -128,6 +128,15 @@ class Settings(BaseSettings):
             raise ValueError("must be a base URL without a query or fragment")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        """The registry keeps its times by the database's clock (`registry.schema.db_now`), which
+        it reads on SQLite and PostgreSQL only."""
+        if value and urlsplit(value).scheme.split("+")[0] not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError("must be a PostgreSQL or SQLite URL, e.g. postgresql://user@db-host/ghostouch")
+        return value
+
     @field_validator("signing_secret", "operator_token")
     @classmethod
     def _long_secret(cls, value: str | None) -> str | None:

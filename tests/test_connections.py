@@ -102,3 +102,28 @@ def test_a_request_http_cannot_parse_gets_a_json_400(port: int) -> None:
         answer = read_all(sock)
     assert answer.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in answer, answer[:300]
     assert answer.endswith(b'{"detail": "malformed HTTP request (invalid http request received)"}'), answer[-200:]
+
+
+def test_silence_while_the_server_has_the_turn_is_not_a_stall(port: int) -> None:
+    """A pipelined request's unfinished head behind a slow one, and a client waiting for its
+    "100 Continue", are the server's to move: neither gets 408 for that wait (both did, when the
+    route took longer than the limit); the pipelined request, left unfinished, does once the
+    answer before it has gone out."""
+    slow = b"POST /echo?wait=2.5 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(slow + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Le")
+        answer = read_all(sock)
+    first, _, rest = answer.partition(b'{"size":2}')
+    assert first.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert rest.startswith(b"HTTP/1.1 408"), answer[:300]
+    head = (
+        b"POST /echo?wait=2.5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Expect: 100-continue\r\nContent-Length: 3\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        interim = sock.recv(100)
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        sock.sendall(b"abc")
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"size":3}'), answer[:300]

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ghostouch.engine import hands
+from ghostouch.engine import hand_poses, hands
 from ghostouch.engine.frames import (
     INPUT_MAX,
     INPUT_MIN,
     FrameError,
+    _bone_ratio,
     app_quantize,
     app_view,
     check_frames,
     frame_problem,
+    landmarks,
     layout_problem,
     normalize,
 )
@@ -107,11 +110,27 @@ def test_points_that_are_no_hand_either_way_are_refused_as_such() -> None:
         with pytest.raises(FrameError, match=r"do not look like a hand's landmarks: .* send MediaPipe's 21 hand"):
             check_frames(junk, 20, 60)
     for pose in POSES:
-        for handedness in (0.0, 1.0):
-            recording = hands.generate_recording(pose, 20, rng, handedness=handedness)
-            flat = recording.copy()
-            flat[:, 2:63:3] = 0.0
-            assert layout_problem(recording) is None and layout_problem(flat) is None, (pose, handedness)
+        for handedness, orientation in itertools.product((0.0, 1.0), ("canonical", "natural")):
+            for _ in range(3):
+                recording = hands.generate_recording(pose, 20, rng, handedness=handedness, orientation=orientation)
+                flat = recording.copy()
+                flat[:, 2:63:3] = 0.0
+                assert layout_problem(recording) is None and layout_problem(flat) is None, (pose, orientation)
+    # A tight fist (fingers curled 90 / 105 / 80 deg, thumb across) seen edge-on, flattened: the
+    # hand the limit comes nearest to (0.93 at the worst of 20,000 orientations).
+    angles = np.array(hand_poses.POSES["rock"].angles, float)
+    for finger in range(4):
+        angles[4 * finger : 4 * finger + 4] = (90, 0, 105, 80)
+    angles[16:21], angles[hand_poses.CUP] = hand_poses.THUMB_ACROSS, 25
+    q, r = np.linalg.qr(rng.normal(size=(20_000, 3, 3)))
+    turns = q * np.sign(np.diagonal(r, axis1=1, axis2=2))[:, None, :]  # uniform random orientations
+    turns[np.linalg.det(turns) < 0, :, 0] *= -1
+    fists = hands.hand_from_angles(np.tile(angles, (len(turns), 1)), rotation=turns)
+    fists[:, 2:63:3] = 0.0
+    ratios = _bone_ratio(landmarks(fists))
+    assert ratios.max() > 0.9  # the edge-on views this case is about
+    worst = fists[np.argsort(ratios)[-20:]]  # the 20 orientations that score highest
+    assert layout_problem(worst) is None
 
 
 def test_real_recordings_pass_the_layout_check_and_fail_it_regrouped(shared_data: Path) -> None:

@@ -10,8 +10,10 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 
+from ghostouch.config import Settings
 from ghostouch.engine import hands
 from ghostouch.engine.verify import LiteModel
+from ghostouch.registry import job_records
 from tests.conftest import OPERATOR, Service, poll_like_android
 
 
@@ -89,6 +91,14 @@ def test_delete_retrains_without_the_gesture(service: Service) -> None:
     rng = np.random.default_rng(9)
     call = model.predict_proba(hands.generate_pose("call", 100, rng, handedness=1.0))
     assert float(np.mean(np.argmax(call, axis=1) == 2)) >= 0.8
+    # A deletion that failed for good (its job stopped its worker three times) is not answered
+    # forever: the next DELETE makes a new job.
+    db_url = Settings(data_dir=service.data_dir).resolved_database_url
+    job_records.set_job(db_url, r.json()["task_id"], status="FAILURE", error_info="x", error_detail={})
+    fresh = httpx.delete(f"{service.url}/models/{code}/gestures/rock")
+    assert fresh.status_code == 202 and fresh.json()["task_id"] != r.json()["task_id"], fresh.text
+    assert poll_like_android(service.url, fresh.json()["task_id"])[0]["status"] == "SUCCESS"
+    assert httpx.delete(f"{service.url}/models/{code}/gestures/rock").json()["task_id"] == fresh.json()["task_id"]
 
 
 def test_add_frames_refines_a_gesture(service: Service) -> None:

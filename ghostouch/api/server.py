@@ -41,6 +41,7 @@ class IdleClosingProtocol(HttpToolsProtocol):
         self.unparsed_head = 0  # bytes received while the head is still incomplete
         self.in_head, self.refused = True, False
         self.receiving = False  # a request begun and not yet whole
+        self.server_held = False  # the last stall period ended on the server's turn
         self.stall_timer: asyncio.TimerHandle | None = None
 
     # A request's line and headers are held in memory until they are complete, and neither
@@ -86,6 +87,7 @@ class IdleClosingProtocol(HttpToolsProtocol):
             self.unparsed_head += len(data)
             if self.unparsed_head > MAX_REQUEST_HEAD_BYTES:
                 self._refuse_head()
+        self.server_held = False
         self._watch_for_stall()
 
     def _watch_for_stall(self) -> None:
@@ -96,11 +98,22 @@ class IdleClosingProtocol(HttpToolsProtocol):
         if self.receiving and not self.refused and not self.transport.is_closing():
             self.stall_timer = self.loop.call_later(self.stalled_after, self._stalled)
 
+    def _servers_turn(self) -> bool:
+        """Whether the silence is the server's doing: it stopped reading (a body the route has yet
+        to take), the client waits for its "100 Continue", or this is a pipelined request behind
+        one still being answered."""
+        cycle = self.cycle
+        if self.flow.read_paused or (cycle is not None and cycle.waiting_for_100_continue):
+            return True
+        return cycle is not None and not cycle.more_body and not cycle.response_complete
+
     def _stalled(self) -> None:
         self.stall_timer = None
         if not self.receiving or self.transport.is_closing():
             return
-        if self.flow.read_paused:  # the server stopped reading (a body the route has yet to take)
+        if self._servers_turn() or self.server_held:
+            # The client gets a whole period of its own from when the server's turn ended.
+            self.server_held = self._servers_turn()
             self._watch_for_stall()
             return
         self.refused = True

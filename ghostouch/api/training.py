@@ -98,9 +98,14 @@ async def read_json_body(request: Request) -> Any:
     return await run_in_threadpool(_decoded, await _received(request))
 
 
+# Content-Encoding values that mean a compressed body. Anything else is read as it comes: some HTTP
+# clients send a charset there ("UTF-8"), and bodies that reached the API that way were read.
+COMPRESSIONS = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd", "compress", "x-compress"})
+
+
 async def _received(request: Request) -> bytes:
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding in COMPRESSIONS:
         raise HTTPException(415, f"Content-Encoding {quoted(encoding)} is not supported; send the JSON uncompressed")
     try:
         return await request.body()
@@ -238,6 +243,11 @@ def queue_job(
     request: dict[str, Any] = {"kind": kind, "parent_code": parent_code, "gesture": gesture, "options": options}
     if idempotency_key:
         previous = job_records.find_job_by_key(state.db_url, owner, idempotency_key)
+        if previous is not None and kind == "delete" and previous["status"] == "FAILURE" and not _passing(previous):
+            # A deletion's key is the server's own (`gestures.delete_gesture`): one that failed for
+            # good must not answer every later try; the key moves to a new job.
+            job_records.forget_key(state.db_url, previous["task_id"])
+            previous = None
         if previous is not None:  # a retry: compare, without storing its frames
             request["sample_ref"] = repo.sample_ref_of(frames) if frames is not None else None
             return _replay(state, previous, request, idempotency_key, frames)
@@ -310,8 +320,7 @@ def _replay(
             f"Idempotency-Key {quoted(key)} was already used for another request (this one differs in "
             f"{', '.join(differing)}); send a new key, a random UUID, for each new request"
         )
-    detail = job["error_detail"] or {}
-    if job["status"] == "FAILURE" and (detail.get("queue_unavailable") or detail.get("retryable")):
+    if job["status"] == "FAILURE" and _passing(job):
         # It failed for a passing reason (the queue, the store, a time limit): the retry runs it again.
         refuse_when_queue_full(state)
         if frames is not None:  # stored again if `storage sweep` has deleted them since (same reference)
@@ -320,6 +329,12 @@ def _replay(
             _enqueue(state, job["task_id"])
         job = {**job, "status": "PENDING"}
     return job
+
+
+def _passing(job: dict[str, Any]) -> bool:
+    """Whether a failed job failed for a passing reason (the queue, the store, a time limit)."""
+    detail = job["error_detail"] or {}
+    return bool(detail.get("queue_unavailable") or detail.get("retryable"))
 
 
 def accepted(state: ApiState, task_id: str, status: str) -> JSONResponse:

@@ -78,6 +78,12 @@ def find_job_by_key(db_url: str, owner: str, key: str) -> dict[str, Any] | None:
         return job_dict(job) if job else None
 
 
+def forget_key(db_url: str, task_id: str) -> None:
+    """Free a finished job's idempotency key for a new job (the job itself stays as it was)."""
+    with session_scope(db_url) as s:
+        _set_where(s, task_id, Job.status == "FAILURE", idempotency_key=None)
+
+
 def count_waiting(db_url: str) -> int:
     """How many jobs wait for a worker (PENDING)."""
     with session_scope(db_url) as s:
@@ -316,5 +322,5 @@ def sample_refs_of_jobs(db_url: str, finished_within_s: float) -> set[str]:
 
 def jobs_of_model(db_url: str, code: str) -> list[dict[str, Any]]:
     with session_scope(db_url) as s:
-        rows = s.scalars(select(Job).where(Job.parent_code == code).order_by(Job.created_at))
+        rows = s.scalars(select(Job).where(Job.parent_code == code).order_by(Job.created_at, Job.task_id))
         return [job_dict(j) for j in rows]

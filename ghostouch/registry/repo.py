@@ -171,7 +171,7 @@ def list_models(db_url: str, owner: str) -> list[ModelInfo]:
         rows = s.scalars(
             select(ModelVersion)
             .where(ModelVersion.owner == owner)
-            .order_by(ModelVersion.created_at)
+            .order_by(ModelVersion.created_at, ModelVersion.code)  # (SQLite: milliseconds)
             .options(selectinload(ModelVersion.gestures))
         )
         return [_info(m) for m in rows]
