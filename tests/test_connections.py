@@ -64,9 +64,12 @@ def read_all(sock: socket.socket) -> bytes:
     ],
     ids=["body", "headers", "chunked"],
 )
-def test_a_request_that_stops_arriving_gets_408_and_is_closed(port: int, sent: bytes) -> None:
+def test_a_request_that_stops_arriving_gets_408_and_is_closed(
+    port: int, sent: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
     """A phone that lost its signal mid-upload left its connection open for good (the idle
-    timer stopped at the first byte); now it is answered and closed once nothing arrives."""
+    timer stopped at the first byte); now it is answered and closed once nothing arrives, and
+    the log says so."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         started = time.monotonic()
         sock.sendall(sent)
@@ -75,6 +78,9 @@ def test_a_request_that_stops_arriving_gets_408_and_is_closed(port: int, sent: b
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b'{"detail": "the request stopped arriving for 1 s"}' in answer
     assert STALL * 0.9 <= waited < STALL + 5
+    assert any(
+        r.levelname == "WARNING" and "408 Request Timeout to 127.0.0.1:" in r.getMessage() for r in caplog.records
+    ), caplog.text
 
 
 def test_a_slow_but_steady_sender_and_a_slow_route_are_served(port: int) -> None:

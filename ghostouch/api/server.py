@@ -137,7 +137,9 @@ class IdleClosingProtocol(HttpToolsProtocol):
 
     def _close_with(self, status: int, reason: str, detail: str) -> None:
         """Answer `status` with the API's JSON error body, before any route sees the request, and
-        close the connection."""
+        close the connection (in the log too: no access-log line is written for it)."""
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        log.warning("%s %s to %s, connection closed: %s", status, reason, client, detail)
         body = json.dumps({"detail": detail}).encode()
         self.transport.write(
             f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n".encode()
