@@ -117,7 +117,7 @@ def _run_api(settings: Settings) -> int:
     import uvicorn
 
     from ghostouch.api.app import create_app
-    from ghostouch.api.server import IdleClosingProtocol
+    from ghostouch.api.server import KEEP_ALIVE_SECONDS, IdleClosingProtocol
 
     log.info("API on http://%s:%s (downloads via %s)", settings.host, settings.port, settings.resolved_public_url)
     if guessed_link_host(settings):
@@ -133,6 +133,7 @@ def _run_api(settings: Settings) -> int:
         log_level=settings.log_level.lower(),
         proxy_headers=True,
         http=IdleClosingProtocol,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     return 0
 

@@ -32,9 +32,16 @@ async def echo_size(request: Request) -> JSONResponse:
     return JSONResponse({"size": len(await request.body())})
 
 
+async def refuse_early(request: Request) -> JSONResponse:
+    """Answers before reading the body, as the API's body-size limit does for a declared 3 MB."""
+    return JSONResponse({"detail": "the body is larger than 2 MiB"}, status_code=413)
+
+
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    app = Starlette(routes=[Route("/echo", echo_size, methods=["POST"])])
+    app = Starlette(
+        routes=[Route("/echo", echo_size, methods=["POST"]), Route("/early", refuse_early, methods=["POST"])]
+    )
     config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), http=QuickStallProtocol, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -133,3 +140,15 @@ def test_silence_while_the_server_has_the_turn_is_not_a_stall(port: int) -> None
         sock.sendall(b"abc")
         answer = read_all(sock)
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"size":3}'), answer[:300]
+
+
+def test_a_request_answered_before_its_body_ended_gets_no_second_answer(port: int) -> None:
+    """413 for a body declared too large, then the client goes quiet: the connection is closed
+    at the stall limit with nothing more sent (a 408 used to follow the 413 on it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n" + b"x" * 200_000)
+        started = time.monotonic()
+        answer = read_all(sock)
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 413") and answer.count(b"HTTP/1.1") == 1, answer[:400]
+    assert STALL * 0.9 <= waited < STALL + 5

@@ -28,9 +28,9 @@ from tests.conftest import (
 )
 
 
-def post_recording(url: str, pose: str, seed: int, **extra: object) -> httpx.Response:
+def post_recording(url: str, pose: str, seed: int, gesture: str | None = None, **extra: object) -> httpx.Response:
     frames = hands.generate_recording(pose, 80, np.random.default_rng(seed), handedness=1.0).tolist()
-    body = {"model_code": "base_v1", "gesture": pose, "landmarks": frames, "allow_duplicate": True}
+    body = {"model_code": "base_v1", "gesture": gesture or pose, "landmarks": frames, "allow_duplicate": True}
     return httpx.post(f"{url}/train", json=body, timeout=30, **extra)  # type: ignore[arg-type]
 
 
@@ -86,6 +86,28 @@ def test_idempotency_key_returns_the_original_task(service: Service) -> None:
     assert body["status"] == "SUCCESS"
     jobs = httpx.get(f"{service.url}/models/base_v1/jobs", headers=OPERATOR).json()
     assert sum(1 for j in jobs if j["task_id"] == first.json()["task_id"]) == 1
+
+
+def test_the_same_request_sent_again_without_a_key_is_one_job(service: Service) -> None:
+    """The shipped apps send no Idempotency-Key: a POST resent because its answer was lost
+    trained a second model. The same model, gesture, options and frames now answer the first
+    job, while it waits and after it ended; other frames, or another name, make a new one."""
+    first = post_recording(service.url, "pinch", 11)
+    again = post_recording(service.url, "pinch", 11)
+    assert first.status_code == again.status_code == 202
+    assert again.json()["task_id"] == first.json()["task_id"]
+    body, _ = poll_like_android(service.url, first.json()["task_id"])
+    assert body["status"] == "SUCCESS"
+    later = post_recording(service.url, "pinch", 11)
+    assert later.json() == {**first.json(), "status": "SUCCESS"}
+    other_frames = post_recording(service.url, "pinch", 12)
+    other_name = post_recording(service.url, "pinch", 11, gesture="pinch too")
+    tasks = {r.json()["task_id"] for r in (first, other_frames, other_name)}
+    assert len(tasks) == 3
+    jobs = httpx.get(f"{service.url}/models/base_v1/jobs", headers=OPERATOR).json()
+    assert sum(1 for j in jobs if j["task_id"] in tasks) == 3
+    for task in tasks:
+        poll_like_android(service.url, task)
 
 
 def test_an_idempotency_key_answers_only_the_same_request(service: Service) -> None:
@@ -173,12 +195,21 @@ def test_connections_that_send_nothing_are_closed(service: Service) -> None:
     import socket
 
     idle = [socket.create_connection(("127.0.0.1", service.port), timeout=30) for _ in range(20)]
+    seen: list[tuple[str, object]] = []
     started = time.monotonic()
     try:
         for sock in idle:
             assert sock.recv(1) == b""  # closed by the server
         assert time.monotonic() - started < 15
         assert httpx.get(f"{service.url}/healthz", timeout=5).status_code == 200
+        # ... while an app polling every 5 s (Android) finds its connection still open.
+        with httpx.Client(timeout=5, limits=httpx.Limits(keepalive_expiry=60)) as client:
+            assert client.get(f"{service.url}/healthz").status_code == 200
+            time.sleep(6)
+            before = client.get(
+                f"{service.url}/healthz", extensions={"trace": lambda name, info: seen.append((name, info))}
+            )
+        assert before.status_code == 200 and not any(name.startswith("connection.connect_tcp") for name, _ in seen)
     finally:
         for sock in idle:
             sock.close()

@@ -159,10 +159,7 @@ async def delete_gesture(
     name = _gesture(model, name).name
     if len(model.gestures) <= 2:
         raise HTTPException(409, "a model needs at least two gestures; this one would keep only one")
-    # DELETE is idempotent: the same deletion sent again (a retry, a double tap) answers the job
-    # the first one made, as a repeated Idempotency-Key does, instead of queuing another retrain
-    # (unless that job failed for good). The key holds line breaks, which no header can carry, so
-    # no client's Idempotency-Key can take it.
-    key = f"\ndelete\n{model.code}\n{name}"
-    job = await run_in_threadpool(queue_job, state, owner, model.code, name, None, {}, key, "delete")
+    # Sent again (a retry, a double tap), the same deletion answers the job the first one made
+    # (`queue_job`'s key for requests without one), unless that job failed for good.
+    job = await run_in_threadpool(queue_job, state, owner, model.code, name, None, {}, None, "delete")
     return accepted(state, job["task_id"], job["status"])

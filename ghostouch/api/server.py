@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 MAX_OPEN_FILES = 1 << 20
 # A request's line and headers together (nginx's default buffers allow 4 x 8 KiB).
 MAX_REQUEST_HEAD_BYTES = 64 * 1024
+# A connection that has sent nothing for this long, since it opened or since its last answer, is
+# closed: longer than the apps' 5 s between polls, so a poll finds its connection still open.
+KEEP_ALIVE_SECONDS = 10
 # A request begun and then silent this long (its head or body unfinished) gets 408 and is closed:
 # a phone that lost its signal mid-upload. Long enough for a poor mobile link's stalls (nginx
 # waits 60 s between reads by default); a sender that trickles is the reverse proxy's to limit.
@@ -26,7 +29,7 @@ STALLED_REQUEST_SECONDS = 30.0
 
 class IdleClosingProtocol(HttpToolsProtocol):
     """Uvicorn's HTTP protocol, closing a connection on which nothing arrives within the
-    keep-alive timeout (5 s) from the moment it opens, and one whose request stops arriving
+    keep-alive timeout (`KEEP_ALIVE_SECONDS`) from the moment it opens, and one whose request stops arriving
     halfway (`STALLED_REQUEST_SECONDS`). Uvicorn times connections out only between requests, so
     sockets opened and never used, or left with half a request, stayed open for good, and about
     a thousand of them used up the process's file descriptors (refused requests, and under
@@ -111,6 +114,13 @@ class IdleClosingProtocol(HttpToolsProtocol):
         self.stall_timer = None
         if not self.receiving or self.transport.is_closing():
             return
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete and cycle.more_body:
+            # Answered before its body ended (413 for a body declared too large): nothing more to
+            # say on it, and no second answer to send.
+            log.warning("closed a connection whose answered request stopped arriving: %s", self._peer())
+            self.transport.close()
+            return
         if self._servers_turn() or self.server_held:
             # The client gets a whole period of its own from when the server's turn ended.
             self.server_held = self._servers_turn()
@@ -135,11 +145,13 @@ class IdleClosingProtocol(HttpToolsProtocol):
         self.refused = True
         self._close_with(431, "Request Header Fields Too Large", "request line and headers over 64 KiB")
 
+    def _peer(self) -> str:
+        return f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+
     def _close_with(self, status: int, reason: str, detail: str) -> None:
         """Answer `status` with the API's JSON error body, before any route sees the request, and
         close the connection (in the log too: no access-log line is written for it)."""
-        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
-        log.warning("%s %s to %s, connection closed: %s", status, reason, client, detail)
+        log.warning("%s %s to %s, connection closed: %s", status, reason, self._peer(), detail)
         body = json.dumps({"detail": detail}).encode()
         self.transport.write(
             f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n".encode()

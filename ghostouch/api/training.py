@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from typing import Annotated, Any, Literal, TypeVar
@@ -237,27 +238,40 @@ def queue_job(
 ) -> dict[str, Any]:
     """Store the frames, record a PENDING job and put it on the queue (503 if the queue is down).
 
-    With an `idempotency_key` this owner already used, the original job is answered instead: for
-    the same request only (422 otherwise), and queued again if it failed for a passing reason.
+    A request this owner already sent is answered with the original job: one with the same
+    `idempotency_key` (the same request only, 422 otherwise), and without a key, one with the
+    same endpoint, model, gesture, options and frames (`same_request_key`); either is queued again
+    if it failed for a passing reason.
     """
     request: dict[str, Any] = {"kind": kind, "parent_code": parent_code, "gesture": gesture, "options": options}
-    if idempotency_key:
-        previous = job_records.find_job_by_key(state.db_url, owner, idempotency_key)
-        if previous is not None and kind == "delete" and previous["status"] == "FAILURE" and not _passing(previous):
-            # A deletion's key is the server's own (`gestures.delete_gesture`): one that failed for
-            # good must not answer every later try; the key moves to a new job.
-            job_records.forget_key(state.db_url, previous["task_id"])
-            previous = None
-        if previous is not None:  # a retry: compare, without storing its frames
-            request["sample_ref"] = repo.sample_ref_of(frames) if frames is not None else None
-            return _replay(state, previous, request, idempotency_key, frames)
+    request["sample_ref"] = repo.sample_ref_of(frames) if frames is not None else None
+    key = idempotency_key or same_request_key(request)
+    previous = job_records.find_job_by_key(state.db_url, owner, key)
+    if previous is not None and not idempotency_key and previous["status"] == "FAILURE" and not _passing(previous):
+        # The server's own key must not answer every later try with a failure for good: the
+        # request, sent again, makes a new job (a client's key is the client's to change).
+        job_records.forget_key(state.db_url, previous["task_id"])
+        previous = None
+    if previous is not None:  # a retry: compare, without storing its frames
+        return _replay(state, previous, request, key, frames)
     refuse_when_queue_full(state)
-    request["sample_ref"] = repo.store_sample_set(state.db_url, state.store, frames) if frames is not None else None
-    job, created = job_records.create_job(state.db_url, owner=owner, idempotency_key=idempotency_key, **request)
-    if not created:  # the same key, sent concurrently
-        return _replay(state, job, request, str(idempotency_key), frames)
+    if frames is not None:
+        repo.store_sample_set(state.db_url, state.store, frames)  # (under `request["sample_ref"]`)
+    job, created = job_records.create_job(state.db_url, owner=owner, idempotency_key=key, **request)
+    if not created:  # the same request, sent concurrently
+        return _replay(state, job, request, key, frames)
     _enqueue(state, job["task_id"])
     return job
+
+
+def same_request_key(request: dict[str, Any]) -> str:
+    """The idempotency key of a request sent without one: a digest of everything it asks for.
+    The shipped apps send no key, and a retry of theirs (an HTTP client resending a POST whose
+    answer was lost, a double tap) would train a second model; the same frames twice cannot come
+    from two recordings. It starts with a line break, which no header can carry, so no client's
+    key can take it."""
+    fields = [request[name] for name in ("kind", "parent_code", "gesture", "sample_ref", "options")]
+    return "\nsame request\n" + hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 # What a client is told to wait before it sends again a request refused for a full queue, and
