@@ -16,6 +16,7 @@ from pydantic import Field
 
 from ghostouch.api.errors import error_responses, not_found
 from ghostouch.api.models import describe, visible_model
+from ghostouch.api.queueing import queue_job
 from ghostouch.api.state import ApiState, current_owner, get_state
 from ghostouch.api.training import (
     FRAMES_SCHEMA,
@@ -26,7 +27,6 @@ from ghostouch.api.training import (
     frames_request,
     json_body_schema,
     parse_body,
-    queue_job,
     read_json_body,
 )
 from ghostouch.config import MAX_GESTURE_CHARS
