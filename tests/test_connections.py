@@ -114,7 +114,11 @@ def test_a_request_http_cannot_parse_gets_a_json_400(port: int) -> None:
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd")
         answer = read_all(sock)
     assert answer.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in answer, answer[:300]
-    assert answer.endswith(b'{"detail": "malformed HTTP request (invalid http request received)"}'), answer[-200:]
+    assert answer.endswith(b'{"detail": "malformed HTTP request: Duplicate Content-Length"}'), answer[-200:]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        answer = read_all(sock)
+    assert answer.endswith(b'{"detail": "malformed HTTP request: Invalid character in chunk size"}'), answer[-200:]
 
 
 def test_silence_while_the_server_has_the_turn_is_not_a_stall(port: int) -> None:

@@ -9,7 +9,9 @@ import contextlib
 import json
 import logging
 import resource
+from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,25 @@ KEEP_ALIVE_SECONDS = 10
 STALLED_REQUEST_SECONDS = 30.0
 
 
+class _ParserKeepingItsReason:
+    """httptools' request parser, keeping the reason of the error it raised ("Duplicate
+    Content-Length"), which Uvicorn replaces by "Invalid HTTP request received"."""
+
+    def __init__(self, parser: httptools.HttpRequestParser) -> None:
+        self._parser = parser
+        self.reason = ""
+
+    def feed_data(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.reason = str(exc)
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
 class IdleClosingProtocol(HttpToolsProtocol):
     """Uvicorn's HTTP protocol, closing a connection on which nothing arrives within the
     keep-alive timeout (`KEEP_ALIVE_SECONDS`) from the moment it opens, and one whose request stops arriving
@@ -39,6 +60,7 @@ class IdleClosingProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.parser = _ParserKeepingItsReason(self.parser)  # type: ignore[assignment]
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
         self.head_bytes = 0  # of the request's line and headers: complete ones, as parsed
         self.unparsed_head = 0  # bytes received while the head is still incomplete
@@ -139,7 +161,8 @@ class IdleClosingProtocol(HttpToolsProtocol):
         """A request HTTP itself cannot parse (two Content-Length headers, a bad chunk size): the
         API's JSON error body, where Uvicorn answers in plain text."""
         self.refused = True
-        self._close_with(400, "Bad Request", f"malformed HTTP request ({msg.rstrip('.').lower()})")
+        reason = getattr(self.parser, "reason", "") or msg.rstrip(".").lower()
+        self._close_with(400, "Bad Request", f"malformed HTTP request: {reason}")
 
     def _refuse_head(self) -> None:
         self.refused = True
