@@ -190,6 +190,12 @@ class Settings(BaseSettings):
         with a key generated in the data directory."""
         return not self.public_links
 
+    @property
+    def generates_signing_key(self) -> bool:
+        """Whether the API signs its links with a key generated in the data directory (no
+        GHOSTOUCH_SIGNING_SECRET), which other API machines do not have."""
+        return self.signs_links and not self.signing_secret
+
     def data_dir_holds(self, links: bool = False) -> list[str]:
         """What a process keeps in the data directory: local storage, the SQLite registry and, for
         the API (`links`: it signs download links), a generated signing key. Empty: the directory
@@ -199,7 +205,7 @@ class Settings(BaseSettings):
             held.append("local storage")
         if not self.database_url:
             held.append("the SQLite registry")
-        if links and self.signs_links and not self.signing_secret:
+        if links and self.generates_signing_key:
             held.append("the signing key (GHOSTOUCH_SIGNING_SECRET is unset)")
         return held
 

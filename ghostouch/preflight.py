@@ -58,7 +58,7 @@ def warn_of_one_machine_state(settings: Settings, api: bool) -> None:
             "of their own, use GHOSTOUCH_STORAGE=firebase",
             data_dir,
         )
-    if api and settings.signs_links and not settings.signing_secret:
+    if api and settings.generates_signing_key:
         log.warning(
             "GHOSTOUCH_SIGNING_SECRET is unset: download links are signed with a key generated in %s, so "
             "API machines that do not share it refuse each other's links (403) and a fresh disk at a restart "

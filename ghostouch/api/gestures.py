@@ -152,14 +152,12 @@ async def delete_gesture(
     owner: Annotated[str, Depends(current_owner)],
 ) -> JSONResponse:
     """Queue a new version trained without `name` (the same deletion sent again answers the same
-    job). Gestures after it move down one index; the job's result carries the new label map.
+    job, `queue_job`). Gestures after it move down one index; the job's result carries the new label map.
     (The shipped apps never delete, so the legacy rule of stable indices holds for everything
     they can trigger.)"""
     model = await run_in_threadpool(visible_model, state, code, owner)
     name = _gesture(model, name).name
     if len(model.gestures) <= 2:
         raise HTTPException(409, "a model needs at least two gestures; this one would keep only one")
-    # Sent again (a retry, a double tap), the same deletion answers the job the first one made
-    # (`queue_job`'s key for requests without one), unless that job failed for good.
     job = await run_in_threadpool(queue_job, state, owner, model.code, name, None, {}, None, "delete")
     return accepted(state, job["task_id"], job["status"])

@@ -50,8 +50,8 @@ class _ParserKeepingItsReason:
 
 class IdleClosingProtocol(HttpToolsProtocol):
     """Uvicorn's HTTP protocol, closing a connection on which nothing arrives within the
-    keep-alive timeout (`KEEP_ALIVE_SECONDS`) from the moment it opens, and one whose request stops arriving
-    halfway (`STALLED_REQUEST_SECONDS`). Uvicorn times connections out only between requests, so
+    keep-alive timeout (`KEEP_ALIVE_SECONDS`) from the moment it opens, and one whose request
+    stops arriving halfway (`STALLED_REQUEST_SECONDS`). Uvicorn times connections out only between requests, so
     sockets opened and never used, or left with half a request, stayed open for good, and about
     a thousand of them used up the process's file descriptors (refused requests, and under
     `serve` a healthy broker taken for dead)."""
@@ -143,12 +143,12 @@ class IdleClosingProtocol(HttpToolsProtocol):
             log.warning("closed a connection whose answered request stopped arriving: %s", self._peer())
             self.transport.close()
             return
-        if self._servers_turn() or self.server_held:
+        servers_turn = self._servers_turn()
+        if servers_turn or self.server_held:
             # The client gets a whole period of its own from when the server's turn ended.
-            self.server_held = self._servers_turn()
+            self.server_held = servers_turn
             self._watch_for_stall()
             return
-        self.refused = True
         self._close_with(408, "Request Timeout", f"the request stopped arriving for {self.stalled_after:g} s")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -160,12 +160,10 @@ class IdleClosingProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """A request HTTP itself cannot parse (two Content-Length headers, a bad chunk size): the
         API's JSON error body, where Uvicorn answers in plain text."""
-        self.refused = True
         reason = getattr(self.parser, "reason", "") or msg.rstrip(".").lower()
         self._close_with(400, "Bad Request", f"malformed HTTP request: {reason}")
 
     def _refuse_head(self) -> None:
-        self.refused = True
         self._close_with(431, "Request Header Fields Too Large", "request line and headers over 64 KiB")
 
     def _peer(self) -> str:
@@ -173,7 +171,9 @@ class IdleClosingProtocol(HttpToolsProtocol):
 
     def _close_with(self, status: int, reason: str, detail: str) -> None:
         """Answer `status` with the API's JSON error body, before any route sees the request, and
-        close the connection (in the log too: no access-log line is written for it)."""
+        close the connection (in the log too: no access-log line is written for it). Whatever
+        else arrives on it is ignored."""
+        self.refused = True
         log.warning("%s %s to %s, connection closed: %s", status, reason, self._peer(), detail)
         body = json.dumps({"detail": detail}).encode()
         self.transport.write(

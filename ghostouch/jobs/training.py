@@ -88,7 +88,7 @@ def _run_claimed(ctx: WorkerContext, job: dict[str, Any], engine_config: EngineC
 
     def fail(reason: str, retryable: bool = False) -> None:
         # `retryable`: a passing fault (the store, a hang, a bug hit by chance); the same request
-        # sent again with its Idempotency-Key runs this job again (api/queueing._replay).
+        # sent again (as it was, or with its key) runs this job again (api/queueing._replay).
         detail = {"retryable": True} if retryable else None
         _set(ctx, job, status="FAILURE", current_step="failed", error_info=reason, error_detail=detail)
 
